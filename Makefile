@@ -1,0 +1,33 @@
+# The two commands of the README:
+#   make sweep   set up (once) and run the main job on the embedded default data
+#   make test    set up (once) and run the test suite
+# Extra arguments for the sweep go in ARGS, e.g. make sweep ARGS="tuner=hyperband".
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ARGS ?=
+
+.PHONY: sweep test install lint clean
+
+sweep: $(VENV)/.installed
+	$(PY) -m happysad.sweep $(ARGS)
+
+test: $(VENV)/.installed
+	$(PY) -m pytest $(ARGS)
+
+install: $(VENV)/.installed
+
+# Re-installs when pyproject.toml changes; the editable install tracks src/ by itself.
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+lint: $(VENV)/.installed
+	$(PY) -m ruff check src tests benchmarks
+	$(PY) -m ruff format --check src tests benchmarks
+
+clean:
+	rm -rf outputs .cache
