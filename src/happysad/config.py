@@ -1,0 +1,501 @@
+"""Typed schemas of the configuration, and the search-space values they hold.
+
+Hydra composes `conf/` against these dataclasses, so a misspelt key or a value of
+the wrong type fails at composition with Hydra's own message. What a type cannot
+say (a range whose minimum is above its maximum, fractions that leave no training
+data) is checked by `validate`, also before TensorFlow is imported.
+
+A searchable value is a *space*: pinned to one `value`, a list of `choices`, or a
+range `min`..`max` (with optional `step` and `sampling`). When several are set,
+`value` beats `choices`, and `choices` beats the range, so one override always
+does what it says:
+
+    model.depth.value=3            pin
+    model.depth.choices=[2,3,4]    new list of choices
+    optimizer.learning_rate.max=0.01   move a range bound
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+
+from happysad.errors import ConfigError
+
+
+class Sampling(Enum):
+    linear = "linear"
+    log = "log"
+
+
+class OptimizerName(Enum):
+    adam = "adam"
+    sgd = "sgd"
+    rmsprop = "rmsprop"
+    adamw = "adamw"
+
+
+class TunerName(Enum):
+    random = "random"
+    bayesian = "bayesian"
+    hyperband = "hyperband"
+    grid = "grid"
+
+
+class Objective(Enum):
+    """Metrics a sweep can optimise; they are the names Keras logs per epoch."""
+
+    val_accuracy = "val_accuracy"
+    val_auc = "val_auc"
+    val_loss = "val_loss"
+    accuracy = "accuracy"
+    auc = "auc"
+    loss = "loss"
+
+
+class ColorMode(Enum):
+    grayscale = "grayscale"
+    rgb = "rgb"
+
+
+class Padding(Enum):
+    valid = "valid"
+    same = "same"
+
+
+# --- search spaces -----------------------------------------------------------------
+
+
+@dataclass
+class IntSpace:
+    value: int | None = None
+    choices: list[int] | None = None
+    min: int | None = None
+    max: int | None = None
+    step: int | None = None
+    sampling: Sampling = Sampling.linear
+
+
+@dataclass
+class FloatSpace:
+    value: float | None = None
+    choices: list[float] | None = None
+    min: float | None = None
+    max: float | None = None
+    step: float | None = None
+    sampling: Sampling = Sampling.linear
+
+
+@dataclass
+class OptimizerSpace:
+    value: OptimizerName | None = None
+    choices: list[OptimizerName] | None = None
+
+
+# --- config groups -----------------------------------------------------------------
+
+
+def _space(cls: type) -> Any:
+    # Empty on purpose: the ranges live in conf/, the schema only types them.
+    return field(default_factory=cls)
+
+
+@dataclass
+class DataConfig:
+    image_size: int = 48
+    color_mode: ColorMode = ColorMode.grayscale
+    # Splits are drawn with their own seed, so that changing the training seed
+    # keeps the same test images.
+    seed: int = 0
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    batch_size: IntSpace = _space(IntSpace)
+
+
+@dataclass
+class SyntheticDataConfig(DataConfig):
+    source: str = "synthetic"
+    num_images: int = 4000
+    # Share of faces whose mouth is nearly flat: the hard cases of the set.
+    hard_fraction: float = 0.15
+    # Where the generated PNG files are written once and then reused.
+    cache_dir: str = ".cache/happysad"
+
+
+@dataclass
+class FolderDataConfig(DataConfig):
+    source: str = "folder"
+    path: str = MISSING
+
+
+@dataclass
+class ModelConfig:
+    depth: IntSpace = _space(IntSpace)
+    # Filters of each conv block; each block draws its own value, logged as
+    # model.filters_1, model.filters_2, ...
+    filters: IntSpace = _space(IntSpace)
+    # Exact filters per block (the seed network: [16, 32, 16]). When set, it fixes
+    # the number of blocks and replaces `filters`.
+    filters_per_block: list[int] | None = None
+    kernel_size: IntSpace = _space(IntSpace)
+    padding: Padding = Padding.valid
+    dense_layers: IntSpace = _space(IntSpace)
+    dense_units: IntSpace = _space(IntSpace)
+    dropout: FloatSpace = _space(FloatSpace)
+
+
+@dataclass
+class AugmentationConfig:
+    """Keras preprocessing layers at the model's input, active in training only.
+
+    Each strength is a Keras factor (rotation: fraction of a full turn; zoom and
+    translation: fraction of the image side; contrast and brightness: fraction of
+    the value range). A strength of 0 leaves its layer out.
+    """
+
+    flip: bool = False
+    rotation: FloatSpace = _space(FloatSpace)
+    zoom: FloatSpace = _space(FloatSpace)
+    translation: FloatSpace = _space(FloatSpace)
+    contrast: FloatSpace = _space(FloatSpace)
+    brightness: FloatSpace = _space(FloatSpace)
+
+
+@dataclass
+class OptimizerConfig:
+    name: OptimizerSpace = _space(OptimizerSpace)
+    learning_rate: FloatSpace = _space(FloatSpace)
+    # Used by sgd and rmsprop.
+    momentum: FloatSpace = _space(FloatSpace)
+    # Used by adamw.
+    weight_decay: FloatSpace = _space(FloatSpace)
+
+
+@dataclass
+class TunerConfig:
+    name: TunerName = MISSING
+    max_trials: int = 10
+    # Epochs per trial; for hyperband, the most epochs a trial can reach.
+    epochs: int = 10
+    objective: Objective = Objective.val_accuracy
+    # Stop a trial when the objective has not improved for this many epochs (0: off).
+    early_stopping_patience: int = 3
+    # Stop the search when this many trials fail one after the other.
+    max_consecutive_failures: int = 3
+
+
+@dataclass
+class RandomTunerConfig(TunerConfig):
+    name: TunerName = TunerName.random
+
+
+@dataclass
+class GridTunerConfig(TunerConfig):
+    name: TunerName = TunerName.grid
+
+
+@dataclass
+class BayesianTunerConfig(TunerConfig):
+    name: TunerName = TunerName.bayesian
+    num_initial_points: int = 4
+    alpha: float = 1e-4
+    beta: float = 2.6
+
+
+@dataclass
+class HyperbandTunerConfig(TunerConfig):
+    name: TunerName = TunerName.hyperband
+    factor: int = 3
+    iterations: int = 1
+
+
+@dataclass
+class MlflowConfig:
+    # null: the MLFLOW_TRACKING_URI environment variable if set, else mlruns/ here.
+    tracking_uri: str | None = None
+    experiment: str = "happysad"
+    log_models: bool = True
+
+
+@dataclass
+class SweepConfig:
+    # null: a fresh name for every run (sweep-<date>-<time>-<random>).
+    name: str | None = None
+    # keras-tuner keeps each sweep's trial state in <dir>/<name>.
+    dir: str = "outputs/sweeps"
+
+
+@dataclass
+class Config:
+    data: Any = MISSING
+    model: ModelConfig = MISSING
+    augmentation: AugmentationConfig = MISSING
+    optimizer: OptimizerConfig = MISSING
+    tuner: Any = MISSING
+    mlflow: MlflowConfig = MISSING
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    # Seeds the search (trial sequence), weight initialisation and shuffling.
+    seed: int = 42
+
+
+# --- where the configs live --------------------------------------------------------
+
+
+def _resource_dir(name: str) -> Path:
+    """A folder shipped inside a wheel, or the repository's own in an editable install."""
+    packaged = Path(__file__).resolve().parent / name
+    if packaged.is_dir():
+        return packaged
+    return Path(__file__).resolve().parents[2] / name
+
+
+def config_dir() -> Path:
+    return _resource_dir("conf")
+
+
+def experiments_dir() -> Path:
+    return _resource_dir("experiments")
+
+
+# Each group option's YAML starts from its schema: `- /schema/<group>/<name>@_here_`.
+# They live in their own `schema/` tree so that they are not offered as options.
+_SCHEMAS = {
+    "data/synthetic": SyntheticDataConfig,
+    "data/folder": FolderDataConfig,
+    "model/cnn": ModelConfig,
+    "augmentation/augmentation": AugmentationConfig,
+    "optimizer/optimizer": OptimizerConfig,
+    "tuner/random": RandomTunerConfig,
+    "tuner/grid": GridTunerConfig,
+    "tuner/bayesian": BayesianTunerConfig,
+    "tuner/hyperband": HyperbandTunerConfig,
+    "mlflow/mlflow": MlflowConfig,
+}
+
+
+def register_configs() -> None:
+    """Store the schemas, and the presets of experiments/ as the `experiment` group.
+
+    The presets live at the top of the repository rather than under conf/, so they
+    are registered here; each keeps its own defaults list and `_global_` package.
+    """
+    OmegaConf.register_new_resolver("happysad_groups", _group_listing, replace=True)
+    cs = ConfigStore.instance()
+    cs.store(name="happysad_config", node=Config)
+    for path, node in _SCHEMAS.items():
+        group, name = path.split("/")
+        cs.store(group=f"schema/{group}", name=name, node=node)
+    for preset in sorted(experiments_dir().glob("*.yaml")):
+        cs.store(
+            group="experiment",
+            name=preset.stem,
+            node=OmegaConf.load(preset),
+            package="_global_",
+        )
+
+
+def _group_listing() -> str:
+    """The option lists of `--help`, without the schema/ tree."""
+    groups = {
+        d.name: sorted(p.stem for p in d.glob("*.yaml"))
+        for d in sorted(config_dir().iterdir())
+        if d.is_dir()
+    }
+    groups["experiment"] = sorted(p.stem for p in experiments_dir().glob("*.yaml"))
+    return "".join(f"{name}: {', '.join(options)}\n" for name, options in sorted(groups.items()))
+
+
+# --- checks types cannot express ---------------------------------------------------
+
+
+def _check_space(key: str, space: Any) -> None:
+    if space.value is not None:
+        return
+    if space.choices is not None:
+        if len(space.choices) == 0:
+            raise ConfigError(
+                f"{key}.choices is empty: give at least one value, e.g. {key}.value=..."
+            )
+        lone = [b for b in ("min", "max") if getattr(space, b, None) is not None]
+        if len(lone) == 1:
+            raise ConfigError(
+                f"{key}.{lone[0]} is set but {key} is searched over choices {list(space.choices)}: "
+                f"to search a range instead, set both bounds and {key}.choices=null"
+            )
+        return
+    if not hasattr(space, "min"):
+        raise ConfigError(f"{key} has neither a value nor choices: set {key}.value=...")
+    if space.min is None or space.max is None:
+        raise ConfigError(
+            f"{key} is not searchable as given: set {key}.value=..., {key}.choices=[...], "
+            f"or both {key}.min and {key}.max"
+        )
+    if space.min > space.max:
+        raise ConfigError(f"{key}.min={space.min} is above {key}.max={space.max}")
+    if space.sampling is Sampling.log and space.min <= 0:
+        raise ConfigError(f"{key} has log sampling, so {key}.min must be above 0 (got {space.min})")
+    if space.step is not None and space.step <= 0:
+        raise ConfigError(f"{key}.step must be above 0 (got {space.step})")
+
+
+def space_values(space: Any) -> list[Any]:
+    """Every value a discrete space can take, in order (for conditions on depth)."""
+    if space.value is not None:
+        return [space.value]
+    if space.choices is not None:
+        return list(space.choices)
+    step = space.step or 1
+    if space.sampling is Sampling.log:
+        out, v = [], space.min
+        while v <= space.max:
+            out.append(v)
+            v = v * max(step, 2)
+        return out
+    return list(range(space.min, space.max + 1, step))
+
+
+def optimizer_names(cfg: Any) -> list[OptimizerName]:
+    return space_values(cfg.optimizer.name)
+
+
+def searchable(cfg: Any) -> dict[str, Any]:
+    """The spaces a sweep searches, by their public name (`model.depth`, ...).
+
+    Spaces that no model of this config uses are left out: `model.filters` when
+    `model.filters_per_block` fixes them, momentum unless sgd or rmsprop can be
+    chosen, weight decay unless adamw can.
+    """
+    out: dict[str, Any] = {}
+    for section in ("model", "augmentation", "optimizer"):
+        node = getattr(cfg, section)
+        for name, value in vars(node).items():
+            if isinstance(value, (IntSpace, FloatSpace, OptimizerSpace)):
+                out[f"{section}.{name}"] = value
+    out["data.batch_size"] = cfg.data.batch_size
+    if cfg.model.filters_per_block is not None:
+        del out["model.filters"]
+    names = optimizer_names(cfg) if cfg.optimizer.name.value or cfg.optimizer.name.choices else []
+    if not {OptimizerName.sgd, OptimizerName.rmsprop} & set(names):
+        del out["optimizer.momentum"]
+    if OptimizerName.adamw not in names:
+        del out["optimizer.weight_decay"]
+    return out
+
+
+_FRACTIONS = (
+    "model.dropout",
+    "augmentation.rotation",
+    "augmentation.zoom",
+    "augmentation.translation",
+    "augmentation.contrast",
+    "augmentation.brightness",
+)
+
+
+def _extremes(space: Any) -> list[Any]:
+    if space.value is not None:
+        return [space.value]
+    if space.choices is not None:
+        return list(space.choices)
+    return [space.min, space.max]
+
+
+def validate(cfg: Config) -> None:
+    """Raise ConfigError for what the schema types cannot catch."""
+    spaces = searchable(cfg)
+    for key, space in spaces.items():
+        _check_space(key, space)
+        if isinstance(space, IntSpace):
+            lowest = 0 if key == "model.dense_layers" else 1
+            if any(v < lowest for v in _extremes(space)):
+                raise ConfigError(f"{key} must be at least {lowest} (got {describe(space)})")
+    for key in _FRACTIONS:
+        if any(not 0.0 <= v < 1.0 for v in _extremes(spaces[key])):
+            raise ConfigError(f"{key} must lie in [0, 1) (got {describe(spaces[key])})")
+
+    blocks = cfg.model.filters_per_block
+    if blocks is not None:
+        if len(blocks) == 0 or any(f < 1 for f in blocks):
+            raise ConfigError(
+                f"model.filters_per_block must list positive filter counts (got {blocks})"
+            )
+        if space_values(cfg.model.depth) != [len(blocks)]:
+            raise ConfigError(
+                f"model.filters_per_block={blocks} gives {len(blocks)} blocks but model.depth is "
+                f"{describe(cfg.model.depth)}: set model.depth.value={len(blocks)}, "
+                "or model.filters_per_block=null to search model.filters"
+            )
+
+    data = cfg.data
+    if data.image_size < 8:
+        raise ConfigError(f"data.image_size={data.image_size} is too small: use at least 8 pixels")
+    if not (
+        0 < data.val_fraction < 1
+        and 0 <= data.test_fraction < 1
+        and data.val_fraction + data.test_fraction <= 0.9
+    ):
+        raise ConfigError(
+            f"data.val_fraction={data.val_fraction} and data.test_fraction={data.test_fraction} "
+            "must each lie in [0, 1), validation above 0, and leave at least 10% for training"
+        )
+    if isinstance(data, SyntheticDataConfig):
+        if data.num_images < 20:
+            raise ConfigError(f"data.num_images={data.num_images} is too few: use at least 20")
+        if not 0.0 <= data.hard_fraction <= 1.0:
+            raise ConfigError(f"data.hard_fraction={data.hard_fraction} must lie in [0, 1]")
+
+    tuner = cfg.tuner
+    if tuner.max_trials < 1 or tuner.epochs < 1:
+        raise ConfigError(
+            f"tuner.max_trials={tuner.max_trials} and tuner.epochs={tuner.epochs} must be at least 1"
+        )
+    if tuner.early_stopping_patience < 0 or tuner.max_consecutive_failures < 1:
+        raise ConfigError(
+            f"tuner.early_stopping_patience={tuner.early_stopping_patience} must be at least 0 and "
+            f"tuner.max_consecutive_failures={tuner.max_consecutive_failures} at least 1"
+        )
+    if isinstance(tuner, HyperbandTunerConfig) and tuner.factor < 2:
+        raise ConfigError(f"tuner.factor={tuner.factor} must be at least 2 for hyperband")
+    if cfg.sweep.name is not None and not _is_safe_name(cfg.sweep.name):
+        raise ConfigError(
+            f"sweep.name={cfg.sweep.name!r} must be letters, digits, '.', '_' or '-' "
+            "(it names a folder and an MLflow run)"
+        )
+
+
+def _is_safe_name(name: str) -> bool:
+    return bool(name) and all(c.isalnum() or c in "._-" for c in name) and not name.startswith(".")
+
+
+def describe(space: Any) -> str:
+    """A space in words, for the console and the MLflow parent run."""
+    if space.value is not None:
+        return _fmt(space.value)
+    if space.choices is not None:
+        return "{" + ", ".join(_fmt(c) for c in space.choices) + "}"
+    text = f"[{_fmt(space.min)}, {_fmt(space.max)}]"
+    if space.step is not None:
+        text += f" step {_fmt(space.step)}"
+    if space.sampling is Sampling.log:
+        text += " log"
+    return text
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, Enum):
+        return v.value
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+def to_typed(cfg: DictConfig) -> Config:
+    """The composed config as plain dataclasses, checked; raises ConfigError."""
+    typed = OmegaConf.to_object(cfg)
+    validate(typed)
+    return typed

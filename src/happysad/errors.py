@@ -1,0 +1,25 @@
+"""The errors a user can act on. Each message says what is wrong and what to do.
+
+The command-line entry points print them as one line, without a traceback, and
+exit non-zero; anything else is a bug and keeps its traceback.
+"""
+
+
+class HappysadError(Exception):
+    """Base of the errors reported to the user as one clear sentence."""
+
+
+class ConfigError(HappysadError, ValueError):
+    """A configuration that composes but cannot be run."""
+
+
+class DataError(HappysadError, ValueError):
+    """Data that cannot be used."""
+
+
+class StoreError(HappysadError, RuntimeError):
+    """The MLflow store cannot be used."""
+
+
+class SweepFailed(HappysadError, RuntimeError):
+    """The search ran, but every trial failed or too many failed in a row."""
