@@ -1,0 +1,292 @@
+"""keras-tuner's search, with every trial recorded in MLflow and shown on the console.
+
+The tracking rides on keras-tuner's own lifecycle hooks: a trial's MLflow run is
+opened in `on_trial_begin`, gets one row of metrics per epoch in `on_epoch_end`,
+and is closed in `on_trial_end` once the oracle has scored the trial, FINISHED
+with its plots and model, or FAILED with the reason keras-tuner would otherwise
+swallow.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections import defaultdict
+from typing import Any
+
+import keras_tuner as kt
+import numpy as np
+from keras_tuner.engine import trial as trial_module
+from keras_tuner.src import config as kt_config
+
+from happysad import evaluation, plots
+from happysad.config import Config, TunerName
+from happysad.data import CLASS_NAMES, ImageData
+from happysad.hypermodel import FaceHyperModel
+from happysad.progress import Console
+from happysad.tracking import FAILED, FINISHED, SweepRun
+
+COMPLETED = trial_module.TrialStatus.COMPLETED
+
+
+def objective(cfg: Config) -> kt.Objective:
+    name = cfg.tuner.objective.value
+    return kt.Objective(name, direction="min" if name.endswith("loss") else "max")
+
+
+def tuner_kwargs(cfg: Config) -> dict[str, Any]:
+    """The algorithm's own settings, by tuner name."""
+    t = cfg.tuner
+    common = {
+        "objective": objective(cfg),
+        "seed": cfg.seed,
+        "max_consecutive_failed_trials": t.max_consecutive_failures,
+    }
+    if t.name is TunerName.hyperband:
+        return {
+            **common,
+            "max_epochs": t.epochs,
+            "factor": t.factor,
+            "hyperband_iterations": t.iterations,
+        }
+    if t.name is TunerName.bayesian:
+        return {
+            **common,
+            "max_trials": t.max_trials,
+            "num_initial_points": t.num_initial_points,
+            "alpha": t.alpha,
+            "beta": t.beta,
+        }
+    return {**common, "max_trials": t.max_trials}
+
+
+BASE_TUNERS = {
+    TunerName.random: kt.RandomSearch,
+    TunerName.bayesian: kt.BayesianOptimization,
+    TunerName.hyperband: kt.Hyperband,
+    TunerName.grid: kt.GridSearch,
+}
+
+
+def make_tuner(
+    cfg: Config,
+    hypermodel: FaceHyperModel,
+    directory: str,
+    project_name: str,
+    sweep: SweepRun | None = None,
+    data: ImageData | None = None,
+) -> kt.Tuner:
+    """The configured keras-tuner tuner; with `sweep`, one that records in MLflow."""
+    # keras-tuner prints every failed trial's traceback; it goes to the trial's
+    # MLflow run (failure.txt) instead, and the console shows the reason.
+    kt_config.DEBUG = False
+    base = BASE_TUNERS[cfg.tuner.name]
+    kwargs = {
+        **tuner_kwargs(cfg),
+        "directory": directory,
+        "project_name": project_name,
+        "overwrite": False,
+    }
+    with hypermodel.discovering():  # keras-tuner builds models in its constructor
+        if sweep is None:
+            tuner = base(hypermodel=hypermodel, **kwargs)
+        else:
+            tracked = type(f"Tracked{base.__name__}", (TrackedTunerMixin, base), {})
+            tuner = tracked(hypermodel=hypermodel, sweep=sweep, cfg=cfg, data=data, **kwargs)
+    if cfg.tuner.name is TunerName.hyperband:
+        # keras-tuner's Hyperband has no trial budget of its own; tuner.max_trials is one.
+        tuner.oracle.max_trials = cfg.tuner.max_trials
+    return tuner
+
+
+def planned_trials(tuner: kt.Tuner, cfg: Config) -> int:
+    """How many trials the search will run at most, for 'trial k of n'."""
+    oracle = tuner.oracle
+    if cfg.tuner.name is TunerName.hyperband:
+        per_iteration = sum(
+            oracle._get_size(bracket, round_num)
+            for bracket in range(oracle._get_num_brackets())
+            for round_num in range(oracle._get_num_rounds(bracket))
+        )
+        return min(cfg.tuner.max_trials, per_iteration * cfg.tuner.iterations)
+    if cfg.tuner.name is TunerName.grid:
+        space = oracle.get_space()
+        combos = 1
+        for hp in space.space:
+            if not hp.conditions:
+                combos *= len(list(hp.values)) if hasattr(hp, "values") else 1
+        return min(cfg.tuner.max_trials, combos)
+    return cfg.tuner.max_trials
+
+
+def active_values(hp: kt.HyperParameters) -> dict[str, Any]:
+    """The hyperparameters this trial really uses, model first and in declaration order
+    within a section; conditional ones only when active; Hyperband's `tuner/...` last."""
+    active = [h.name for h in hp.space if h.name in hp.values and hp.is_active(h)]
+    active += [name for name in hp.values if name.startswith("tuner/") and name not in active]
+    rank = {section: i for i, section in enumerate(["model", "augmentation", "optimizer", "data"])}
+    ordered = sorted(active, key=lambda name: rank.get(name.split(".")[0], len(rank)))
+    return {name: _tidy(hp.values[name]) for name in ordered}
+
+
+def _tidy(v: Any) -> Any:
+    # Stepped float ranges give values like 0.30000000000000004; record them as 0.3.
+    return float(f"{v:.10g}") if isinstance(v, float) else v
+
+
+def failure_reason(message: str | None) -> str:
+    """The last line of keras-tuner's traceback: the exception and its message."""
+    lines = [line.strip() for line in (message or "").strip().splitlines() if line.strip()]
+    if not lines:
+        return "the trial failed without a message"
+    reason = lines[-1]
+    for prefix in ("keras_tuner.src.errors.", "keras_tuner.errors."):
+        reason = reason.removeprefix(prefix)
+    return reason.removeprefix("FailedTrialError: ")
+
+
+class TrackedTunerMixin:
+    """Put before a keras-tuner Tuner class: records its trials in MLflow."""
+
+    def __init__(self, *args, sweep: SweepRun, cfg: Config, data: ImageData, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.sweep = sweep
+        self.cfg = cfg
+        self.data = data
+        self.console: Console | None = None
+        self.results: list[dict[str, Any]] = []
+        self._model = None
+
+    def on_search_begin(self):
+        super().on_search_begin()
+        self.console = Console(planned_trials(self, self.cfg), self.cfg.tuner.objective.value)
+
+    def on_trial_begin(self, trial):
+        super().on_trial_begin(trial)
+        self._trial_started = time.monotonic()
+        self._history: dict[str, list[float]] = defaultdict(list)
+        self._epochs: list[int] = []
+        self._model = None
+        values = active_values(trial.hyperparameters)
+        self.console.trial_begin(trial.trial_id, values)
+        self.sweep.start_trial(trial.trial_id, values)
+
+    def on_epoch_begin(self, trial, model, epoch, logs=None):
+        super().on_epoch_begin(trial, model, epoch, logs)
+        self._epoch_started = time.monotonic()
+
+    def on_epoch_end(self, trial, model, epoch, logs=None):
+        super().on_epoch_end(trial, model, epoch, logs=logs)
+        seconds = time.monotonic() - self._epoch_started
+        metrics = {name: float(v) for name, v in (logs or {}).items()}
+        for name, v in metrics.items():
+            self._history[name].append(v)
+        self._epochs.append(epoch)
+        self.sweep.log_epoch({**metrics, "epoch_time": seconds}, epoch)
+        epochs = trial.hyperparameters.values.get("tuner/epochs", self.cfg.tuner.epochs)
+        self.console.epoch(epoch, epochs, metrics, seconds)
+        self._model = model
+
+    def on_trial_end(self, trial):
+        try:
+            # The oracle scores the trial here; it raises when too many failed in a row.
+            super().on_trial_end(trial)
+        finally:
+            self._record(self.oracle.get_trial(trial.trial_id))
+            self._model = None
+
+    def _record(self, trial) -> None:
+        result = {
+            "trial_id": trial.trial_id,
+            "run_id": self.sweep.trial_run_id,
+            "status": FINISHED,
+            "score": None,
+            "seconds": None,
+            "hyperparameters": active_values(trial.hyperparameters),
+            "reason": None,
+            "model_uri": None,
+        }
+        if trial.status == COMPLETED and self._model is not None:
+            try:
+                result["model_uri"] = self._log_finished(trial)
+                result["score"] = float(trial.score)
+                self.sweep.end_trial(FINISHED)
+            except Exception as err:  # noqa: BLE001 - recorded on the run, then the search goes on
+                result["reason"] = f"recording the trial failed: {type(err).__name__}: {err}"
+                self.sweep.end_trial(FAILED, result["reason"], traceback.format_exc())
+        else:
+            result["reason"] = failure_reason(trial.message)
+            self.sweep.end_trial(FAILED, result["reason"], trial.message)
+        if result["reason"]:
+            result["status"] = FAILED
+        result["seconds"] = time.monotonic() - self._trial_started
+        self.results.append(result)
+        self.console.trial_end(
+            trial.trial_id, result["seconds"], result["score"], result["reason"], self._best()
+        )
+
+    def _best(self) -> tuple[str, float] | None:
+        best = best_by(self.results, maximize=self.oracle.objective.direction == "max")
+        return None if best is None else (best["trial_id"], best["score"])
+
+    def _log_finished(self, trial) -> str | None:
+        model, data = self._model, self.data
+        prob = predict(model, data.val.x)
+        val = evaluation.binary_metrics(data.val.y, prob)
+        fpr, tpr = evaluation.roc_curve(data.val.y, prob)
+        name = self.oracle.objective.name
+        figures = {
+            "plots/learning_curves.png": plots.learning_curves(self._history, self._epochs, name),
+            "plots/val_confusion_matrix.png": plots.confusion_matrix(
+                evaluation.confusion(data.val.y, prob),
+                CLASS_NAMES,
+                f"validation, trial-{trial.trial_id}",
+            ),
+            "plots/val_roc.png": plots.roc(
+                fpr, tpr, val["auc"], f"validation ROC, trial-{trial.trial_id}"
+            ),
+        }
+        self.sweep.log_trial_result(
+            {
+                "objective": float(trial.score),
+                "best_epoch": float(trial.best_step),
+                "val_precision": val["precision"],
+                "val_recall": val["recall"],
+            },
+            figures,
+        )
+        if not self.cfg.mlflow.log_models:
+            return None
+        return self.sweep.log_model(
+            model, data.input_shape, model_metadata(self.cfg, data, trial.trial_id)
+        )
+
+
+def predict(model, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
+    """P(happy) per image. Calls the model directly: model.predict() would trace a new
+    function for every trial's model, which costs more than the prediction."""
+    out = [
+        np.asarray(model(images[i : i + batch_size], training=False))
+        for i in range(0, len(images), batch_size)
+    ]
+    return np.concatenate(out).ravel() if out else np.zeros(0, np.float32)
+
+
+def model_metadata(cfg: Config, data: ImageData, trial_id: str) -> dict[str, Any]:
+    """What a user of the model needs to feed it images as it was trained."""
+    return {
+        "image_size": data.image_size,
+        "color_mode": data.color_mode.value,
+        "class_names": list(CLASS_NAMES),
+        "positive_class": CLASS_NAMES[1],
+        "input": "uint8 pixels 0-255, shape (n, size, size, channels); the model rescales them",
+        "sweep": cfg.sweep.name,
+        "trial_id": trial_id,
+    }
+
+
+def best_by(results: list[dict[str, Any]], maximize: bool) -> dict[str, Any] | None:
+    scored = [r for r in results if r["score"] is not None and np.isfinite(r["score"])]
+    if not scored:
+        return None
+    return (max if maximize else min)(scored, key=lambda r: r["score"])
