@@ -1,0 +1,56 @@
+"""Shared fixtures: composed configs and throw-away MLflow stores, never the repo's."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+from happysad.config import config_dir, register_configs, to_typed
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+register_configs()
+
+REPO = Path(__file__).resolve().parents[1]
+FER = REPO.parent / "shared" / "data" / "fer2013-happysad"
+
+
+def compose_config(overrides: list[str] | tuple[str, ...] = ()):
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def typed_config(overrides: list[str] | tuple[str, ...] = ()):
+    return to_typed(compose_config(overrides))
+
+
+@pytest.fixture(autouse=True)
+def _work_in_tmp(tmp_path, monkeypatch):
+    """Whatever a test writes relative to the current folder lands in its tmp folder."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+
+
+@pytest.fixture(scope="session")
+def image_cache(tmp_path_factory) -> Path:
+    """One synthetic-image cache for the whole session: each set is drawn once."""
+    return tmp_path_factory.mktemp("image-cache")
+
+
+@pytest.fixture
+def store_uri(tmp_path) -> str:
+    return f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+
+
+@pytest.fixture
+def tiny(tmp_path, image_cache, store_uri) -> list[str]:
+    """Overrides for a sweep of seconds in a temporary store."""
+    return [
+        "debug=tiny",
+        "data.num_images=120",
+        f"data.cache_dir={image_cache}",
+        f"mlflow.tracking_uri={store_uri}",
+        f"sweep.dir={tmp_path / 'sweeps'}",
+    ]

@@ -1,0 +1,153 @@
+"""Composition: every group and preset composes; typos and wrong types are refused."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+from hydra.errors import ConfigCompositionException, MissingConfigException
+
+from happysad.config import (
+    FloatSpace,
+    IntSpace,
+    Sampling,
+    config_dir,
+    describe,
+    experiments_dir,
+    searchable,
+)
+from happysad.errors import ConfigError
+from tests.conftest import compose_config, typed_config
+
+GROUPS = ["data", "model", "augmentation", "optimizer", "tuner", "mlflow", "debug"]
+NEEDS = {
+    "data=folder": ["data.path=/somewhere"],
+    "mlflow=server": ["mlflow.tracking_uri=http://x:5000"],
+}
+
+
+def _options():
+    for group in GROUPS:
+        for path in sorted((config_dir() / group).glob("*.yaml")):
+            yield f"{group}={path.stem}"
+
+
+@pytest.mark.parametrize("option", list(_options()))
+def test_every_group_option_composes_and_validates(option):
+    cfg = typed_config([option, *NEEDS.get(option, [])])
+    assert searchable(cfg)
+
+
+@pytest.mark.parametrize("preset", sorted(p.stem for p in experiments_dir().glob("*.yaml")))
+def test_every_experiment_composes_and_has_a_note(preset):
+    typed_config([f"experiment={preset}"])
+    text = (experiments_dir() / f"{preset}.yaml").read_text()
+    assert text.splitlines()[1].startswith("# "), "each preset says what it is for"
+
+
+def test_defaults_are_the_documented_ones():
+    cfg = typed_config()
+    assert cfg.data.source == "synthetic" and cfg.data.image_size == 48
+    assert cfg.tuner.name.value == "random" and cfg.tuner.objective.value == "val_accuracy"
+    assert cfg.tuner.max_trials >= 8
+    assert cfg.mlflow.tracking_uri is None and cfg.sweep.name is None
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "model.dept.value=3",  # a typo in a key
+        "model.depth.value=three",  # a wrong type
+        "tuner.max_trials=many",
+        "tuner.objective=val_acc",  # not a metric the model logs
+        "optimizer.name.value=adm",
+        "data.path=/photos",  # only data=folder has a path
+        "model.depth=3",  # a space is a node: model.depth.value=3 pins it
+    ],
+)
+def test_typos_and_wrong_types_fail_at_composition(override):
+    with pytest.raises(ConfigCompositionException):
+        compose_config([override])
+
+
+def test_unknown_group_option_is_refused():
+    with pytest.raises(MissingConfigException):
+        compose_config(["tuner=bayes"])
+
+
+def test_folder_data_needs_a_path():
+    from omegaconf.errors import MissingMandatoryValue
+
+    with pytest.raises(MissingMandatoryValue):
+        typed_config(["data=folder"])
+
+
+def test_pin_choices_and_range_overrides():
+    cfg = typed_config(
+        [
+            "model.depth.value=3",
+            "model.filters.choices=[8,24]",
+            "optimizer.learning_rate.max=0.05",
+            "model.dropout.choices=[0.0,0.25]",
+        ]
+    )
+    spaces = searchable(cfg)
+    assert describe(spaces["model.depth"]) == "3"
+    assert spaces["model.filters"].choices == [8, 24]
+    assert spaces["optimizer.learning_rate"] == FloatSpace(
+        min=3e-4, max=0.05, sampling=Sampling.log
+    )
+    assert describe(spaces["model.dropout"]) == "{0, 0.25}"  # choices beat the range
+
+
+def test_unused_spaces_are_not_searched():
+    assert "optimizer.momentum" not in searchable(typed_config(["optimizer=adam"]))
+    spaces = searchable(typed_config(["optimizer=search"]))
+    assert {"optimizer.momentum", "optimizer.weight_decay"} <= spaces.keys()
+    assert "model.filters" not in searchable(typed_config(["model=seed"]))
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["optimizer.learning_rate.min=0.1", "optimizer.learning_rate.max=0.01"], "is above"),
+        (["model.depth.choices=null", "model.depth.min=null"], "not searchable as given"),
+        (["model.filters.max=128"], "searched over choices"),
+        (["model.depth.choices=[]"], "is empty"),
+        (["optimizer.learning_rate.min=0"], "log sampling"),
+        (["model=seed", "model.depth.value=4"], "filters_per_block"),
+        (["model.dropout.value=1.5"], "[0, 1)"),
+        (["data.val_fraction=0.5", "data.test_fraction=0.45"], "at least 10%"),
+        (["sweep.name=../evil"], "sweep.name"),
+        (["tuner.max_trials=0"], "at least 1"),
+    ],
+)
+def test_values_that_cannot_run_get_a_clear_error(overrides, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace(")", r"\)")):
+        typed_config(overrides)
+
+
+def test_int_and_float_spaces_are_typed():
+    cfg = typed_config(["model.dense_units.choices=[10,20]"])
+    assert isinstance(cfg.model.dense_units, IntSpace)
+    assert cfg.model.dense_units.choices == [10, 20]
+
+
+def test_help_answers_without_importing_tensorflow():
+    code = (
+        "import sys, happysad.sweep; "
+        "print('tensorflow' in sys.modules, 'mlflow' in sys.modules, 'keras' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False", "False"]
+    helped = subprocess.run(
+        [sys.executable, "-m", "happysad.sweep", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert helped.returncode == 0, helped.stderr
+    assert "tuner: bayesian, grid, hyperband, random\n" in helped.stdout
+    assert "experiment: quick, seed_baseline\n" in helped.stdout
+    assert "schema" not in helped.stdout.split("== Config")[1].split("==")[0]

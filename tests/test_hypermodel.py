@@ -1,0 +1,140 @@
+"""The searchable CNN: what keras-tuner sees of the config, and what it builds."""
+
+from __future__ import annotations
+
+import keras
+import keras_tuner as kt
+import pytest
+
+from happysad.hypermodel import FaceHyperModel
+from happysad.tuning import make_tuner
+from tests.conftest import typed_config
+
+
+def _tuner(overrides=()):
+    cfg = typed_config(list(overrides))
+    hypermodel = FaceHyperModel(cfg, (cfg.data.image_size, cfg.data.image_size, 1))
+    # The real tuner: its oracle's space is what the search will draw from.
+    return cfg, hypermodel, make_tuner(cfg, hypermodel, directory="kt", project_name="test")
+
+
+def _space(overrides=()):
+    cfg, hypermodel, tuner = _tuner(overrides)
+    return cfg, hypermodel, {h.name: h for h in tuner.oracle.get_space().space}
+
+
+def test_hyperparameters_carry_their_config_names():
+    _, _, space = _space()
+    assert {
+        "model.depth",
+        "model.filters_1",
+        "model.kernel_size",
+        "model.dense_units",
+        "model.dropout",
+        "optimizer.learning_rate",
+        "augmentation.rotation",
+        "data.batch_size",
+    } <= space.keys()
+
+
+def test_pin_choices_and_range_reach_keras_tuner():
+    _, _, space = _space(
+        [
+            "model.depth.value=3",
+            "model.filters.choices=[8,24]",
+            "optimizer.learning_rate.max=0.05",
+            "model.dense_units.choices=null",
+            "model.dense_units.min=16",
+            "model.dense_units.max=64",
+            "model.dense_units.step=16",
+        ]
+    )
+    assert isinstance(space["model.depth"], kt.engine.hyperparameters.Fixed)
+    assert space["model.depth"].value == 3
+    assert isinstance(space["model.filters_1"], kt.engine.hyperparameters.Choice)
+    assert list(space["model.filters_1"].values) == [8, 24]
+    lr = space["optimizer.learning_rate"]
+    assert (lr.min_value, lr.max_value, lr.sampling) == (3e-4, 0.05, "log")
+    units = space["model.dense_units"]
+    assert isinstance(units, kt.engine.hyperparameters.Int)
+    assert (units.min_value, units.max_value, units.step) == (16, 64, 16)
+
+
+def test_deeper_blocks_are_conditional_on_depth():
+    _, _, space = _space(["model.depth.max=4"])
+    assert not space["model.filters_2"].conditions
+    (condition,) = space["model.filters_4"].conditions
+    assert condition.name == "model.depth" and list(condition.values) == [4]
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_models_built_from_sampled_hyperparameters_end_in_one_sigmoid(seed):
+    _, hypermodel, tuner = _tuner(
+        [
+            "optimizer=search",
+            "augmentation=strong",
+            "model.depth.max=4",
+            "model.padding=same",
+            f"seed={seed}",
+        ]
+    )
+    hp = tuner.oracle.create_trial("t").hyperparameters
+    model = hypermodel.build(hp)
+    assert model.output_shape == (None, 1)
+    last = model.layers[-1]
+    assert isinstance(last, keras.layers.Dense) and last.units == 1
+    assert last.activation is keras.activations.sigmoid
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert len(convs) == hp.get("model.depth")
+
+
+def test_seed_model_is_the_tutorials_network():
+    cfg = typed_config(["experiment=seed_baseline"])
+    hypermodel = FaceHyperModel(cfg, (48, 48, 1))
+    hp = kt.HyperParameters()
+    hypermodel.declare_hyperparameters(hp)
+    assert hp.values["data.batch_size"] == 32
+    model = hypermodel.build(hp)
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert kinds == [
+        "InputLayer",
+        "Rescaling",
+        "Conv2D",
+        "MaxPooling2D",
+        "Conv2D",
+        "MaxPooling2D",
+        "Conv2D",
+        "MaxPooling2D",
+        "Flatten",
+        "Dense",
+        "Dense",
+    ]
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
+    assert [c.filters for c in convs] == [16, 32, 16]
+    assert all(c.kernel_size == (3, 3) and c.activation is keras.activations.relu for c in convs)
+    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+    assert [d.units for d in dense] == [256, 1]
+    assert isinstance(model.optimizer, keras.optimizers.Adam)
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.001)
+
+
+def test_an_architecture_too_deep_for_the_image_fails_with_a_reason():
+    cfg = typed_config(["data.image_size=32", "model.depth.value=4", "model.kernel_size.value=5"])
+    hypermodel = FaceHyperModel(cfg, (32, 32, 1))
+    with pytest.raises(
+        kt.errors.FailedTrialError, match="shrinks 32x32 images to nothing by block 3"
+    ):
+        hypermodel.build(kt.HyperParameters())
+    # keras-tuner still discovers the whole space, so the search starts and the trial fails.
+    tuner = make_tuner(cfg, hypermodel, directory="kt", project_name="misfit")
+    names = {h.name for h in tuner.oracle.get_space().space}
+    assert {"model.depth", "optimizer.learning_rate", "data.batch_size"} <= names
+
+
+def test_momentum_is_searched_only_for_optimizers_that_use_it():
+    assert "optimizer.momentum" not in _space(["optimizer=adam"])[2]
+    _, _, space = _space(["optimizer=search"])
+    (condition,) = space["optimizer.momentum"].conditions
+    assert sorted(condition.values) == ["rmsprop", "sgd"]
+    (condition,) = space["optimizer.weight_decay"].conditions
+    assert list(condition.values) == ["adamw"]

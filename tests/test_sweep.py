@@ -1,0 +1,154 @@
+"""End to end: real sweeps on tiny synthetic data, checked in the MLflow store itself."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+from happysad.errors import ConfigError, DataError, SweepFailed
+from happysad.sweep import run_sweep
+from tests.conftest import compose_config
+
+pytestmark = pytest.mark.slow
+
+
+def _runs(uri):
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("happysad")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if MLFLOW_PARENT_RUN_ID not in r.data.tags]
+    children = [r for r in runs if MLFLOW_PARENT_RUN_ID in r.data.tags]
+    return client, parents, children
+
+
+def _artifacts(client, run_id, path=""):
+    out = []
+    for item in client.list_artifacts(run_id, path):
+        out += _artifacts(client, run_id, item.path) if item.is_dir else [item.path]
+    return out
+
+
+def test_a_tiny_sweep_records_every_trial(tiny, store_uri):
+    result = run_sweep(
+        compose_config([*tiny, "tuner.epochs=2", "sweep.name=tiny-1"]), ["tuner.epochs=2"]
+    )
+    client, parents, children = _runs(store_uri)
+
+    (parent,) = parents
+    assert parent.info.run_name == "tiny-1" and parent.info.status == "FINISHED"
+    assert parent.info.run_id == result.parent_run_id
+    assert parent.data.tags["happysad.overrides"] == "tuner.epochs=2"
+    assert parent.data.tags["happysad.version.keras-tuner"] == "1.4.8"
+    assert parent.data.params["data.train_images"] == "84"
+    assert {"best_objective", "test_accuracy", "test_auc", "test_precision", "test_recall"} <= (
+        parent.data.metrics.keys()
+    )
+    assert parent.data.tags["happysad.best_run_id"] in {c.info.run_id for c in children}
+    assert {
+        "config/config.yaml",
+        "config/overrides.txt",
+        "trials.csv",
+        "data/summary.json",
+        "plots/objective_per_trial.png",
+        "plots/test_confusion_matrix.png",
+        "plots/test_roc.png",
+    } <= set(_artifacts(client, parent.info.run_id))
+    config_text = mlflow.artifacts.load_text(f"{parent.info.artifact_uri}/config/config.yaml")
+    assert "name: tiny-1" in config_text and "epochs: 2" in config_text
+
+    assert len(children) == 2
+    assert sorted(c.info.run_name for c in children) == ["trial-0", "trial-1"]
+    for child in children:
+        assert child.data.tags[MLFLOW_PARENT_RUN_ID] == parent.info.run_id
+        assert child.info.status == "FINISHED"
+        params = child.data.params
+        assert {
+            "model.depth",
+            "model.filters_1",
+            "model.kernel_size",
+            "optimizer.learning_rate",
+            "data.batch_size",
+        } <= params.keys()
+        history = client.get_metric_history(child.info.run_id, "val_accuracy")
+        assert [m.step for m in history] == [0, 1]
+        for name in ("loss", "accuracy", "auc", "val_loss", "val_auc", "epoch_time"):
+            assert len(client.get_metric_history(child.info.run_id, name)) == 2
+        assert "objective" in child.data.metrics
+        assert {
+            "plots/learning_curves.png",
+            "plots/val_confusion_matrix.png",
+            "plots/val_roc.png",
+        } <= set(_artifacts(client, child.info.run_id))
+
+    best = result.best
+    model = mlflow.keras.load_model(best["model_uri"])
+    images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 1)).astype("float32")
+    prob = model.predict(images, verbose=0)
+    assert prob.shape == (3, 1) and np.all((prob >= 0) & (prob <= 1))
+    pyfunc = mlflow.pyfunc.load_model(best["model_uri"])
+    assert pyfunc.metadata.metadata["happysad"]["image_size"] == 32
+    assert pyfunc.metadata.get_input_schema().inputs[0].shape == (-1, 32, 32, 1)
+
+
+def test_failed_trials_are_recorded_and_an_all_failed_sweep_raises(tiny, store_uri):
+    cfg = compose_config([*tiny, "model.depth.value=4", "model.kernel_size.value=5"])
+    with pytest.raises(SweepFailed, match="every trial failed.*shrinks 32x32 images to nothing"):
+        run_sweep(cfg)
+    client, (parent,), children = _runs(store_uri)
+    assert parent.info.status == "FAILED"
+    assert len(children) == 2 and {c.info.status for c in children} == {"FAILED"}
+    assert "shrinks 32x32 images" in children[0].data.tags["happysad.failure"]
+    assert "failure.txt" in _artifacts(client, children[0].info.run_id)
+
+
+def test_a_sweep_name_is_not_reused(tiny):
+    run_sweep(compose_config([*tiny, "tuner.max_trials=1", "sweep.name=once"]))
+    with pytest.raises(ConfigError, match="already exists"):
+        run_sweep(compose_config([*tiny, "tuner.max_trials=1", "sweep.name=once"]))
+
+
+def test_a_missing_data_folder_is_a_clear_error(tiny, tmp_path):
+    overrides = [o for o in tiny if not o.startswith(("data.num_images", "data.cache_dir"))]
+    with pytest.raises(DataError, match="does not exist"):
+        run_sweep(compose_config([*overrides, "data=folder", f"data.path={tmp_path / 'none'}"]))
+
+
+def test_the_command_runs_a_sweep_with_overrides(tmp_path, image_cache):
+    command = [
+        sys.executable,
+        "-m",
+        "happysad.sweep",
+        "debug=tiny",
+        "data.num_images=120",
+        f"data.cache_dir={image_cache}",
+        "tuner=hyperband",
+        "tuner.epochs=2",
+    ]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert (
+        "trial 1 of 2" in done.stdout and "mlflow ui --backend-store-uri sqlite:///" in done.stdout
+    )
+    # The default store is mlruns/ in the current folder.
+    client, parents, children = _runs(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    assert len(parents) == 1 and len(children) == 2  # hyperband, 2 epochs at most: 2 trials
+    assert all("tuner/epochs" in c.data.params for c in children)
+
+
+def test_the_command_reports_bad_input_in_one_line(tmp_path):
+    done = subprocess.run(
+        [sys.executable, "-m", "happysad.sweep", "data=folder", f"data.path={tmp_path / 'none'}"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1
+    assert "error: data.path" in done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
