@@ -151,3 +151,13 @@ def test_help_answers_without_importing_tensorflow():
     assert "tuner: bayesian, grid, hyperband, random\n" in helped.stdout
     assert "experiment: quick, seed_baseline\n" in helped.stdout
     assert "schema" not in helped.stdout.split("== Config")[1].split("==")[0]
+
+
+def test_the_standard_environment_variable_chooses_the_store(monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "sqlite:////elsewhere/mlflow.db")
+    assert typed_config().mlflow.tracking_uri == "sqlite:////elsewhere/mlflow.db"
+    # A command-line override beats the variable.
+    assert (
+        typed_config(["mlflow.tracking_uri=http://server:5000"]).mlflow.tracking_uri
+        == "http://server:5000"
+    )

@@ -138,3 +138,12 @@ def test_momentum_is_searched_only_for_optimizers_that_use_it():
     assert sorted(condition.values) == ["rmsprop", "sgd"]
     (condition,) = space["optimizer.weight_decay"].conditions
     assert list(condition.values) == ["adamw"]
+
+
+def test_the_seed_fixes_the_sequence_of_trials():
+    def first_trials(seed):
+        _, _, tuner = _tuner([f"seed={seed}"])
+        return [tuner.oracle.create_trial(f"tuner{i}").hyperparameters.values for i in range(4)]
+
+    assert first_trials(7) == first_trials(7)
+    assert first_trials(7) != first_trials(8)

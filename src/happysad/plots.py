@@ -104,7 +104,7 @@ def objective_per_trial(
             ax.plot(x[~ok], np.full((~ok).sum(), low), "x", color="red", ms=8, label="failed")
     elif len(x):
         ax.plot(x, np.zeros(len(x)), "x", color="red", ms=8, label="failed")
-    ax.set_xlabel("trial")
+    ax.set_xlabel("trial (the <id> of trial-<id>)")
     ax.set_ylabel(objective)
     ax.set_title(f"{objective} per trial")
     ax.xaxis.get_major_locator().set_params(integer=True)
