@@ -277,8 +277,15 @@ def _log_summary(result: SweepResult, cfg: Config, seconds: float) -> None:
             )
             log.info(f"test split (never used for selection): {shown}")
     log.info(f"MLflow parent run: {result.parent_run_id} (experiment id {result.experiment_id})")
-    log.info("open the MLflow UI on this store:")
-    log.info(f"  {_beside_python('mlflow')} ui --backend-store-uri {result.tracking_uri}")
+    runs_page = f"#/experiments/{result.experiment_id}/runs"
+    if result.tracking_uri.startswith(("http://", "https://")):
+        log.info(f"see the runs in the MLflow UI: {result.tracking_uri.rstrip('/')}/{runs_page}")
+    else:
+        log.info(
+            f"open the MLflow UI on this store, then http://127.0.0.1:5000/{runs_page} "
+            "(expand the sweep's row to see its trials):"
+        )
+        log.info(f"  {_beside_python('mlflow')} ui --backend-store-uri {result.tracking_uri}")
     if best is not None and best["model_uri"]:
         log.info("go on with the best model (load it, or register it in the model registry):")
         prefix = f"MLFLOW_TRACKING_URI={result.tracking_uri} {_beside_python('python')} -c"

@@ -53,7 +53,13 @@ def open_experiment(uri: str, name: str) -> str:
     try:
         experiment = client.get_experiment_by_name(name)
         if experiment is None:
-            return client.create_experiment(name, artifact_location=artifact_location)
+            # The kind makes the MLflow UI open the experiment on its training runs
+            # rather than on the GenAI overview.
+            return client.create_experiment(
+                name,
+                artifact_location=artifact_location,
+                tags={"mlflow.experimentKind": "custom_model_development"},
+            )
     except mlflow.exceptions.MlflowException as err:
         raise StoreError(f"cannot open the MLflow store {uri}: {err.message}") from err
     if experiment.lifecycle_stage == "deleted":
