@@ -23,6 +23,7 @@ from tests.conftest import compose_config, typed_config
 GROUPS = ["data", "model", "augmentation", "optimizer", "tuner", "mlflow", "debug"]
 NEEDS = {
     "data=folder": ["data.path=/somewhere"],
+    "data=fer2013": ["data.path=/data/fer2013.csv"],
     "mlflow=server": ["mlflow.tracking_uri=http://x:5000"],
 }
 

@@ -68,6 +68,34 @@ class Padding(Enum):
     same = "same"
 
 
+class Resize(Enum):
+    """How an image that is not square is brought to data.image_size."""
+
+    pad = "pad"  # keep all of it, pad the short side with its edge colour
+    crop = "crop"  # keep the centre square
+    stretch = "stretch"  # squeeze to a square
+
+
+class FaceCrop(Enum):
+    none = "none"
+    haar = "haar"  # OpenCV's frontal-face cascade: crop the largest face
+
+
+class NoFace(Enum):
+    skip = "skip"  # an image where face_crop finds no face is skipped and reported
+    keep = "keep"  # ... or used whole
+
+
+class ClassWeight(Enum):
+    balanced = "balanced"  # weigh each class by the inverse of its share of training images
+    none = "none"
+
+
+class PublicTest(Enum):
+    val = "val"
+    test = "test"
+
+
 # --- search spaces -----------------------------------------------------------------
 
 
@@ -109,12 +137,25 @@ def _space(cls: type) -> Any:
 class DataConfig:
     image_size: int = 48
     color_mode: ColorMode = ColorMode.grayscale
+    resize: Resize = Resize.pad
+    face_crop: FaceCrop = FaceCrop.none
+    # Share of the face's side added around it on every side when cropping.
+    face_margin: float = 0.25
+    no_face: NoFace = NoFace.skip
+    # Images declaring more pixels are skipped (decompression bombs).
+    max_pixels: int = 40_000_000
+    class_weight: ClassWeight = ClassWeight.balanced
     # Splits are drawn with their own seed, so that changing the training seed
     # keeps the same test images.
     seed: int = 0
+    # Used where the data has no val/ (or test/) folder of its own.
     val_fraction: float = 0.15
     test_fraction: float = 0.15
     batch_size: IntSpace = _space(IntSpace)
+    # Generated synthetic images and decoded image arrays are kept here.
+    cache_dir: str = ".cache/happysad"
+    # Decode a data set once and reuse the arrays until a file or a setting changes.
+    cache: bool = True
 
 
 @dataclass
@@ -123,14 +164,25 @@ class SyntheticDataConfig(DataConfig):
     num_images: int = 4000
     # Share of faces whose mouth is nearly flat: the hard cases of the set.
     hard_fraction: float = 0.15
-    # Where the generated PNG files are written once and then reused.
-    cache_dir: str = ".cache/happysad"
 
 
 @dataclass
 class FolderDataConfig(DataConfig):
     source: str = "folder"
+    # A folder with one subfolder per class, or with train/ and test/ (and val/)
+    # folders that each have one subfolder per class.
     path: str = MISSING
+    happy_folder: str = "happy"
+    sad_folder: str = "sad"
+
+
+@dataclass
+class Fer2013DataConfig(FolderDataConfig):
+    source: str = "fer2013"
+    # fer2013.csv (emotion,pixels,Usage), or the image-folder release (train/, test/).
+    path: str = MISSING
+    # Where the CSV's PublicTest rows go; PrivateTest rows are always the test split.
+    public_test: PublicTest = PublicTest.val
 
 
 @dataclass
@@ -267,6 +319,7 @@ def experiments_dir() -> Path:
 _SCHEMAS = {
     "data/synthetic": SyntheticDataConfig,
     "data/folder": FolderDataConfig,
+    "data/fer2013": Fer2013DataConfig,
     "model/cnn": ModelConfig,
     "augmentation/augmentation": AugmentationConfig,
     "optimizer/optimizer": OptimizerConfig,
@@ -434,6 +487,13 @@ def validate(cfg: Config) -> None:
     data = cfg.data
     if data.image_size < 8:
         raise ConfigError(f"data.image_size={data.image_size} is too small: use at least 8 pixels")
+    if not 0.0 <= data.face_margin <= 2.0 or data.max_pixels < data.image_size**2:
+        raise ConfigError(
+            f"data.face_margin={data.face_margin} must lie in [0, 2] and "
+            f"data.max_pixels={data.max_pixels} must allow at least one {data.image_size}x{data.image_size} image"
+        )
+    if isinstance(data, FolderDataConfig) and data.happy_folder == data.sad_folder:
+        raise ConfigError(f"data.happy_folder and data.sad_folder are both '{data.happy_folder}'")
     if not (
         0 < data.val_fraction < 1
         and 0 <= data.test_fraction < 1

@@ -1,25 +1,53 @@
-"""Images on disk -> train/validation/test arrays -> tf.data pipelines.
+"""Images on disk -> clean train/validation/test arrays -> tf.data pipelines.
 
-A data folder has one subfolder per class (`happy/`, `sad/`); the embedded
-synthetic set is written as such a folder and read by the same loader. This module
-knows nothing of tuning or MLflow.
+Three sources: a folder with one subfolder per class (or with train/, test/ and
+optionally val/ folders that each have them), the FER2013 CSV, and the synthetic set
+(written as such a folder first). Every file is decoded once; what cannot serve as
+a training image is skipped with its reason, exact duplicates never sit on both
+sides of a split, and the decoded arrays are cached until a file or a setting
+changes. This module knows nothing of tuning or MLflow.
 """
 
 from __future__ import annotations
 
+import csv
+import hashlib
+import io
+import json
+import os
+import tempfile
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
-from happysad.config import ColorMode, SyntheticDataConfig
+from happysad.config import (
+    ClassWeight,
+    Fer2013DataConfig,
+    FolderDataConfig,
+    NoFace,
+    PublicTest,
+    SyntheticDataConfig,
+)
 from happysad.errors import DataError
+from happysad.images import Preprocessing, Unusable, open_image, pixel_digest
 from happysad.synthetic import SyntheticSpec, generate
 
 # The label of an image is its index here: happy is the positive class (1).
 CLASS_NAMES = ("sad", "happy")
+SPLITS = ("train", "val", "test")
+# Bump when loading or splitting changes, so that old caches are not reused.
+LOADER_VERSION = 1
+# FER2013's emotion codes for the two classes.
+FER_EMOTIONS = {3: 1, 4: 0}
+FER_USAGE = {"Training": "train", "PrivateTest": "test"}
+# Folders that are never image folders: macOS resource forks and the like.
+IGNORED_FOLDERS = {"__MACOSX"}
 
 
 @dataclass
@@ -41,31 +69,61 @@ class ImageData:
     train: Split
     val: Split
     test: Split
-    path: str  # the folder the images were read from
-    image_size: int
-    color_mode: ColorMode
+    path: str  # the folder or file the images were read from
+    preprocessing: Preprocessing
+    digest: str  # of the decoded pixels and labels of every split
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    duplicates: dict[str, int] = field(default_factory=dict)
+    class_weight: dict[int, float] | None = None
+    from_cache: bool = False
+
+    @property
+    def image_size(self) -> int:
+        return self.preprocessing.image_size
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
-        channels = 1 if self.color_mode is ColorMode.grayscale else 3
-        return (self.image_size, self.image_size, channels)
+        p = self.preprocessing
+        return (p.image_size, p.image_size, p.channels)
 
     def summary(self) -> dict[str, Any]:
         """Counts per split and class, as recorded with the sweep."""
-        out: dict[str, Any] = {"path": self.path, "image_size": self.image_size}
-        out["color_mode"] = self.color_mode.value
-        for name in ("train", "val", "test"):
+        out: dict[str, Any] = {"path": self.path, "digest": self.digest}
+        out.update({k: v for k, v in self.preprocessing.to_dict().items()})
+        for name in SPLITS:
             split = getattr(self, name)
             out[f"{name}_images"] = len(split)
             for label, count in split.counts().items():
                 out[f"{name}_{label}"] = count
         out["skipped_files"] = len(self.skipped)
+        out.update({f"duplicates_{k}": v for k, v in self.duplicates.items()})
         return out
+
+    def skipped_by_reason(self) -> Counter:
+        return Counter(_reason_kind(reason) for _, reason in self.skipped)
+
+
+def _reason_kind(reason: str) -> str:
+    """'too large: declares ...' -> 'too large'."""
+    return reason.split(" (")[0].split(":")[0]
+
+
+# --- what to read -----------------------------------------------------------------
+
+
+@dataclass
+class Entry:
+    """One image to read: where it is, its label, and its split if the data gives one."""
+
+    key: str
+    label: int
+    split: str | None
+    stamp: str  # size and modification time, or the row's content: changes rebuild the cache
+    read: Callable[[], Any]  # a path or a file object for open_image
 
 
 def load(data: Any) -> ImageData:
-    """The images a data config names, split and decoded; raises DataError."""
+    """The images a data config names, checked, split, decoded; raises DataError."""
     if isinstance(data, SyntheticDataConfig):
         spec = SyntheticSpec(
             num_images=data.num_images,
@@ -73,108 +131,363 @@ def load(data: Any) -> ImageData:
             seed=data.seed,
             hard_fraction=data.hard_fraction,
         )
-        folder = generate(spec, data.cache_dir)
+        root = generate(spec, data.cache_dir)
+        entries, layout = folder_entries(root, "happy", "sad")
     else:
-        folder = Path(data.path).expanduser()
-    return load_folder(
-        folder,
+        root = Path(data.path).expanduser()
+        if isinstance(data, Fer2013DataConfig) and root.is_file():
+            entries, layout = fer2013_csv_entries(root, data.public_test)
+        else:
+            entries, layout = folder_entries(root, data.happy_folder, data.sad_folder)
+    prep = Preprocessing(
         image_size=data.image_size,
-        color_mode=data.color_mode,
-        val_fraction=data.val_fraction,
-        test_fraction=data.test_fraction,
-        seed=data.seed,
+        color_mode=data.color_mode.value,
+        resize=data.resize.value,
+        face_crop=data.face_crop.value,
+        face_margin=data.face_margin,
+    )
+    settings = {
+        "loader": LOADER_VERSION,
+        "preprocessing": prep.to_dict(),
+        "no_face": data.no_face.value,
+        "max_pixels": data.max_pixels,
+        "seed": data.seed,
+        "val_fraction": data.val_fraction,
+        "test_fraction": data.test_fraction,
+        "layout": layout,
+    }
+    key = _cache_key(entries, settings)
+    cache = Path(data.cache_dir) / "decoded" / f"{key}.npz"
+    images = _read_cache(cache, root, prep) if data.cache else None
+    if images is None:
+        images = _build(entries, root, prep, data)
+        if data.cache:
+            _write_cache(cache, images)
+    if data.class_weight is ClassWeight.balanced:
+        images.class_weight = _balanced_weights(images.train.y)
+    return images
+
+
+def folder_entries(root: Path, happy: str, sad: str) -> tuple[list[Entry], str]:
+    """The images of a class-folder tree, with the splits its train/val/test folders give."""
+    if not root.is_dir():
+        raise DataError(
+            f"data.path '{root}' does not exist or is not a folder: point data.path at a "
+            f"folder with {happy}/ and {sad}/ subfolders (or train/ and test/ folders holding them)"
+        )
+    found = _subfolders(root)
+    if "train" in found:
+        splits = [s for s in SPLITS if s in found]
+        if "test" not in splits:
+            raise DataError(
+                f"data.path '{root}' has a train/ folder but no test/ folder: add one, "
+                "or put the class folders at the top to have the images split for you"
+            )
+        roots = {s: root / s for s in splits}
+        layout = "+".join(splits)
+    else:
+        roots = {None: root}
+        layout = "classes"
+    entries = []
+    for split, base in roots.items():
+        present = _subfolders(base)
+        missing = [c for c in (happy, sad) if c not in present]
+        if missing:
+            where = f"data.path '{base}'"
+            raise DataError(
+                f"{where} has no {' or '.join(repr(m + '/') for m in missing)} folder "
+                f"(found: {', '.join(present) or 'no folders'}): put each class's images in its own "
+                "folder, or set data.happy_folder and data.sad_folder"
+            )
+        for label, name in ((1, happy), (0, sad)):
+            for path, stat in _files(base / name):
+                entries.append(
+                    Entry(path, label, split, f"{stat.st_size}:{stat.st_mtime_ns}", path)
+                )
+    return entries, layout
+
+
+def fer2013_csv_entries(path: Path, public_test: PublicTest) -> tuple[list[Entry], str]:
+    """The happy and sad rows of FER2013's single-file release."""
+    usage = {**FER_USAGE, "PublicTest": public_test.value}
+    entries = []
+    try:
+        with open(path, newline="") as f:
+            reader = csv.DictReader(f)
+            if not {"emotion", "pixels", "Usage"} <= set(reader.fieldnames or ()):
+                raise DataError(
+                    f"data.path '{path}' is not fer2013.csv: its columns are "
+                    f"{reader.fieldnames}, not emotion,pixels,Usage"
+                )
+            for row_number, row in enumerate(reader, start=2):
+                label = FER_EMOTIONS.get(int(row["emotion"]) if row["emotion"].isdigit() else -1)
+                if label is None:
+                    continue
+                pixels = row["pixels"]
+                entries.append(
+                    Entry(
+                        f"{path.name}:row {row_number}",
+                        label,
+                        usage.get(row["Usage"], "train"),
+                        hashlib.md5(pixels.encode()).hexdigest(),
+                        _csv_image_reader(pixels),
+                    )
+                )
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise DataError(f"data.path '{path}' cannot be read as fer2013.csv: {err}") from err
+    if not entries:
+        raise DataError(f"data.path '{path}' has no happy (emotion 3) or sad (emotion 4) rows")
+    return entries, "fer2013.csv"
+
+
+def _csv_image_reader(pixels: str) -> Callable[[], Any]:
+    def read() -> Any:
+        values = pixels.split()
+        side = int(len(values) ** 0.5)
+        if side * side != len(values) or side == 0:
+            raise Unusable(f"a pixels field of {len(values)} values is not a square image")
+        arr = np.array(values, dtype=np.uint8).reshape(side, side)
+        buffer = io.BytesIO()
+        Image.fromarray(arr, "L").save(buffer, format="PNG")
+        buffer.seek(0)
+        return buffer
+
+    return read
+
+
+def _subfolders(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.is_dir() and not _ignored(p.name))
+
+
+def _ignored(name: str) -> bool:
+    return name.startswith(".") or name in IGNORED_FOLDERS
+
+
+def _files(folder: Path) -> list[tuple[str, os.stat_result]]:
+    """Every file below a class folder with its stat, hidden files and folders left out.
+    Plain strings and scandir: on 15,000 files pathlib costs more than the cached load."""
+    out = []
+    pending = [str(folder)]
+    while pending:
+        with os.scandir(pending.pop()) as listing:
+            items = sorted(listing, key=lambda e: e.name)
+        for item in items:
+            if _ignored(item.name):
+                continue
+            if item.is_dir():
+                pending.append(item.path)
+            elif item.is_file():
+                out.append((item.path, item.stat()))
+    return sorted(out, key=lambda f: f[0])
+
+
+# --- decoding, duplicates and splits ------------------------------------------------
+
+
+@dataclass
+class _Decoded:
+    entry: Entry
+    pixels: np.ndarray
+    digest: str
+
+
+def _decode(
+    entry: Entry, prep: Preprocessing, max_pixels: int, keep_without_face: bool
+) -> _Decoded:
+    source = entry.read() if callable(entry.read) else entry.read
+    if isinstance(source, str) and os.path.getsize(source) == 0:
+        raise Unusable("empty file")
+    image = open_image(source, max_pixels)
+    return _Decoded(
+        entry, prep.apply(image, keep_without_face=keep_without_face), pixel_digest(image)
     )
 
 
-def load_folder(
-    folder: str | Path,
-    *,
-    image_size: int,
-    color_mode: ColorMode,
-    val_fraction: float,
-    test_fraction: float,
-    seed: int,
-) -> ImageData:
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DataError(
-            f"data.path '{folder}' does not exist or is not a folder: "
-            "point data.path at a folder with happy/ and sad/ subfolders"
-        )
-    found = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-    missing = [c for c in CLASS_NAMES if c not in found]
-    if missing:
-        raise DataError(
-            f"data.path '{folder}' has no {' or '.join(repr(m + '/') for m in missing)} folder "
-            f"(found: {', '.join(found) or 'no folders'}): put each class's images in its own folder"
-        )
+def _build(entries: list[Entry], root: Path, prep: Preprocessing, data: Any) -> ImageData:
+    keep = data.no_face is NoFace.keep
 
-    rng = np.random.default_rng(seed)
-    parts: dict[str, list[tuple[np.ndarray, int, str]]] = {"train": [], "val": [], "test": []}
-    skipped: list[tuple[str, str]] = []
-    for label, name in enumerate(CLASS_NAMES):
-        files = sorted(
-            p for p in (folder / name).rglob("*") if p.is_file() and not _hidden(p, folder)
-        )
-        images = []
-        for path in files:
-            try:
-                images.append((decode(path, image_size, color_mode), label, str(path)))
-            except DataError as err:
-                skipped.append((str(path), str(err)))
-        if not images:
-            raise DataError(f"data.path '{folder}': the '{name}/' folder has no readable image")
-        order = rng.permutation(len(images))
-        n_test = round(len(images) * test_fraction)
-        n_val = max(1, round(len(images) * val_fraction))
-        if len(images) - n_test - n_val < 1 or (test_fraction > 0 and n_test < 1):
+    def attempt(entry: Entry) -> _Decoded | tuple[str, str]:
+        try:
+            return _decode(entry, prep, data.max_pixels, keep)
+        except Unusable as err:
+            return (entry.key, str(err))
+        except OSError as err:  # listed, then gone or locked before it was read
+            return (entry.key, f"unreadable: {err}")
+
+    with ThreadPoolExecutor(min(os.cpu_count() or 1, 8)) as pool:
+        outcomes = list(pool.map(attempt, entries))
+    decoded = [o for o in outcomes if isinstance(o, _Decoded)]
+    skipped = [o for o in outcomes if isinstance(o, tuple)]
+    groups, dropped = _resolve_duplicates(decoded, skipped)
+    for label in (0, 1):
+        if not any(g[0].entry.label == label for g in groups):
+            keys = {e.key for e in entries if e.label == label}
+            why = Counter(_reason_kind(r) for k, r in skipped if k in keys)
+            reasons = ", ".join(f"{n} {kind}" for kind, n in why.most_common()) or "no files"
             raise DataError(
-                f"data.path '{folder}': '{name}/' has {len(images)} usable images, too few to split "
-                f"into train, validation ({val_fraction}) and test ({test_fraction}): add images "
-                "or lower data.val_fraction and data.test_fraction"
+                f"data.path '{root}': no usable {CLASS_NAMES[label]} image ({len(keys)} files: "
+                f"{reasons}): add readable images to that class's folder"
             )
-        picked = [images[i] for i in order]
-        parts["test"] += picked[:n_test]
-        parts["val"] += picked[n_test : n_test + n_val]
-        parts["train"] += picked[n_test + n_val :]
-
-    splits = {}
-    for name, items in parts.items():
-        # Interleave the classes so that any prefix of a split is balanced like the whole.
-        items = [items[i] for i in rng.permutation(len(items))]
-        channels = 1 if color_mode is ColorMode.grayscale else 3
-        x = (
-            np.stack([i[0] for i in items])
-            if items
-            else np.zeros((0, image_size, image_size, channels), np.uint8)
-        )
-        y = np.array([i[1] for i in items], dtype=np.float32)
-        splits[name] = Split(x=x, y=y, paths=[i[2] for i in items])
+    parts = _assign_splits(groups, data, root)
+    splits = {name: _stack(items, prep) for name, items in parts.items()}
     return ImageData(
         **splits,
-        path=str(folder.resolve()),
-        image_size=image_size,
-        color_mode=color_mode,
+        path=str(root.resolve()),
+        preprocessing=prep,
+        digest=_content_digest(splits),
         skipped=skipped,
+        duplicates=dropped,
     )
 
 
-def _hidden(path: Path, root: Path) -> bool:
-    return any(part.startswith(".") for part in path.relative_to(root).parts)
+def _resolve_duplicates(decoded: list[_Decoded], skipped: list[tuple[str, str]]):
+    """Images with identical pixels: a group whose labels disagree is left out, each
+    file added to `skipped`; a group that spans given splits keeps only the copies of
+    one split (test before val before train). Returns the groups and the counts."""
+    groups: dict[str, list[_Decoded]] = defaultdict(list)
+    for d in decoded:
+        groups[d.digest].append(d)
+    kept, counts = [], {"groups": 0, "conflicting_labels": 0, "dropped_across_splits": 0}
+    rank = {"test": 0, "val": 1, "train": 2, None: 3}
+    for members in groups.values():
+        if len(members) > 1:
+            counts["groups"] += 1
+        if len({m.entry.label for m in members}) > 1:
+            counts["conflicting_labels"] += len(members)
+            others = ", ".join(m.entry.key for m in members)
+            skipped += [
+                (m.entry.key, f"duplicate with conflicting labels ({others})") for m in members
+            ]
+            continue
+        first = min(rank[m.entry.split] for m in members)
+        stay = [m for m in members if rank[m.entry.split] == first]
+        counts["dropped_across_splits"] += len(members) - len(stay)
+        # Copies in one split stay together: a group is one unit when splitting.
+        kept.append(stay)
+    return kept, counts
 
 
-def decode(path: str | Path, image_size: int, color_mode: ColorMode) -> np.ndarray:
-    """One image file as uint8 (size, size, channels); raises DataError if unreadable."""
+def _assign_splits(groups: list[list[_Decoded]], data: Any, root: Path) -> dict[str, list]:
+    """The splits the data gives (train/, val/, test/ folders, or the CSV's Usage); the
+    rest drawn by fraction, stratified by class and reproducible from data.seed, each
+    duplicate group kept on one side."""
+    rng = np.random.default_rng(data.seed)
+    given = {g[0].entry.split for g in groups} - {None}
+    # Validation comes out of train/ unless there is a val/ folder; test is drawn only
+    # when the data gives no splits at all.
+    fractions = {
+        "val": 0.0 if "val" in given else data.val_fraction,
+        "test": 0.0 if given else data.test_fraction,
+    }
+    parts: dict[str, list[_Decoded]] = {name: [] for name in SPLITS}
+    free: list[list[_Decoded]] = []
+    for group in groups:
+        split = group[0].entry.split
+        if split is None or (split == "train" and "val" not in given):
+            free.append(group)
+        else:
+            parts[split] += group
+    for label in (0, 1):
+        units = [g for g in free if g[0].entry.label == label]
+        if not units:
+            continue  # every image of this class sits in a split the data gives
+        units = [units[i] for i in rng.permutation(len(units))]
+        n_test = max(1, round(len(units) * fractions["test"])) if fractions["test"] else 0
+        n_val = max(1, round(len(units) * fractions["val"])) if fractions["val"] else 0
+        if len(units) - n_test - n_val < 1:
+            raise DataError(
+                f"data.path '{root}': {len(units)} usable {CLASS_NAMES[label]} images are too few to "
+                f"split into train, validation ({fractions['val']}) and test ({fractions['test']}): "
+                "add images, or lower data.val_fraction and data.test_fraction"
+            )
+        for i, unit in enumerate(units):
+            parts["test" if i < n_test else "val" if i < n_test + n_val else "train"] += unit
+    for name in SPLITS:
+        if not parts[name] and not (name == "test" and fractions["test"] == 0 and not given):
+            raise DataError(f"data.path '{root}': the {name} split has no usable image")
+    # Interleave the classes so that any prefix of a split is balanced like the whole.
+    return {name: [items[i] for i in rng.permutation(len(items))] for name, items in parts.items()}
+
+
+def _stack(items: list[_Decoded], prep: Preprocessing) -> Split:
+    shape = (prep.image_size, prep.image_size, prep.channels)
+    x = np.stack([d.pixels for d in items]) if items else np.zeros((0, *shape), np.uint8)
+    y = np.array([d.entry.label for d in items], dtype=np.float32)
+    return Split(x=x, y=y, paths=[d.entry.key for d in items])
+
+
+def _content_digest(splits: dict[str, Split]) -> str:
+    h = hashlib.sha256()
+    for name in SPLITS:
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(splits[name].x).tobytes())
+        h.update(splits[name].y.tobytes())
+    return h.hexdigest()[:16]
+
+
+def _balanced_weights(y: np.ndarray) -> dict[int, float]:
+    counts = np.bincount(y.astype(int), minlength=2)
+    return {label: float(len(y) / (2 * counts[label])) for label in (0, 1) if counts[label]}
+
+
+# --- the decoded cache ------------------------------------------------------------
+
+
+def _cache_key(entries: list[Entry], settings: dict[str, Any]) -> str:
+    h = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    for e in entries:
+        h.update(f"{e.key}\0{e.label}\0{e.split}\0{e.stamp}\n".encode())
+    return h.hexdigest()[:24]
+
+
+def _write_cache(path: Path, images: ImageData) -> None:
+    """Written to a temporary file and renamed, so a reader never sees half a cache."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    meta = {
+        "digest": images.digest,
+        "skipped": images.skipped,
+        "duplicates": images.duplicates,
+        "paths": {name: getattr(images, name).paths for name in SPLITS},
+    }
+    arrays = {
+        f"{name}_{part}": getattr(getattr(images, name), part)
+        for name in SPLITS
+        for part in ("x", "y")
+    }
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".npz", dir=path.parent)
     try:
-        with Image.open(path) as image:
-            image = ImageOps.exif_transpose(image)
-            image = image.convert("L" if color_mode is ColorMode.grayscale else "RGB")
-            if image.size != (image_size, image_size):
-                image = image.resize((image_size, image_size), Image.BILINEAR, reducing_gap=3.0)
-            arr = np.asarray(image, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as err:
-        raise DataError(f"not a readable image ({type(err).__name__}: {err})") from err
-    return arr[..., None] if arr.ndim == 2 else arr
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, meta=np.array(json.dumps(meta)), **arrays)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def _read_cache(path: Path, root: Path, prep: Preprocessing) -> ImageData | None:
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            meta = json.loads(str(npz["meta"]))
+            splits = {
+                name: Split(x=npz[f"{name}_x"], y=npz[f"{name}_y"], paths=meta["paths"][name])
+                for name in SPLITS
+            }
+    except (OSError, ValueError, KeyError):
+        return None  # unreadable or from another version: rebuilt
+    return ImageData(
+        **splits,
+        path=str(root.resolve()),
+        preprocessing=prep,
+        digest=meta["digest"],
+        skipped=[tuple(s) for s in meta["skipped"]],
+        duplicates=meta["duplicates"],
+        from_cache=True,
+    )
+
+
+# --- training input ---------------------------------------------------------------
 
 
 def to_dataset(split: Split, batch_size: int, *, shuffle: bool, seed: int):
@@ -185,3 +498,8 @@ def to_dataset(split: Split, batch_size: int, *, shuffle: bool, seed: int):
     if shuffle:
         ds = ds.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
     return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+
+def load_folder(folder: str | Path, **settings: Any) -> ImageData:
+    """A folder of images as data=folder loads it, with these settings and no cache."""
+    return load(FolderDataConfig(path=str(folder), cache=False, **settings))

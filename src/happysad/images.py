@@ -1,0 +1,174 @@
+"""One image: from file bytes to the array a model takes, the same for training and prediction.
+
+`open_image` reads whatever Pillow can read, whatever its extension says, and
+raises `Unusable` with a short reason for what cannot serve as a training image.
+`Preprocessing` turns it into a uint8 array of the configured size and color mode;
+it is saved with every model so that prediction prepares images the same way.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+from dataclasses import asdict, dataclass
+from typing import IO, Any
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# Modes that carry transparency: composited on white before conversion, as a
+# browser shows them, rather than letting transparent pixels turn black.
+_TRANSPARENT = ("RGBA", "LA", "PA")
+
+
+class Unusable(Exception):
+    """A file that cannot serve as a training image; the message is the reason."""
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    image_size: int
+    color_mode: str = "grayscale"  # grayscale | rgb
+    resize: str = "pad"  # pad | crop | stretch
+    face_crop: str = "none"  # none | haar
+    face_margin: float = 0.25
+
+    @property
+    def channels(self) -> int:
+        return 1 if self.color_mode == "grayscale" else 3
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Preprocessing:
+        return cls(**{k: values[k] for k in cls.__dataclass_fields__ if k in values})
+
+    def apply(self, image: Image.Image, *, keep_without_face: bool = True) -> np.ndarray:
+        """The uint8 (size, size, channels) array of an opened image.
+
+        With face cropping, an image where no face is found raises Unusable unless
+        `keep_without_face`, in which case it is used whole.
+        """
+        image = image.convert("L" if self.color_mode == "grayscale" else "RGB")
+        if self.face_crop == "haar":
+            box = largest_face(image, self.face_margin)
+            if box is not None:
+                image = image.crop(box)
+            elif not keep_without_face:
+                raise Unusable("no face found")
+        image = _fit(image, self.image_size, self.resize)
+        arr = np.asarray(image, dtype=np.uint8)
+        return arr[..., None] if arr.ndim == 2 else arr
+
+
+def open_image(source: str | IO[bytes], max_pixels: int) -> Image.Image:
+    """The first frame of an image, upright (EXIF orientation applied), in a mode that
+    converts faithfully to L or RGB; raises Unusable with the reason otherwise."""
+    try:
+        with Image.open(source) as image:
+            width, height = image.size
+            if width * height > max_pixels:
+                raise Unusable(
+                    f"too large: declares {width}x{height} pixels, above data.max_pixels={max_pixels}"
+                )
+            image.seek(0)  # GIF, TIFF, WebP: the first frame
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            return _eight_bit(image)
+    except Unusable:
+        raise
+    except Image.DecompressionBombError as err:
+        # Pillow refuses before the size can be read: far beyond any sensible limit.
+        raise Unusable(
+            f"too large: declares over {2 * Image.MAX_IMAGE_PIXELS} pixels, above data.max_pixels={max_pixels}"
+        ) from err
+    except UnidentifiedImageError as err:
+        raise Unusable("not an image Pillow can read") from err
+    except PermissionError as err:
+        raise Unusable(f"unreadable: {err.strerror}") from err
+    except (OSError, ValueError, SyntaxError, EOFError) as err:
+        raise Unusable(f"truncated or corrupt ({err})") from err
+
+
+def _eight_bit(image: Image.Image) -> Image.Image:
+    """16- and 32-bit grayscale scaled to 8 bits; palettes and transparency resolved."""
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if image.mode.startswith("I;16") else max(float(arr.max()), 1.0)
+        return Image.fromarray(np.clip(arr / top * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    if image.mode == "F":
+        arr = np.asarray(image, dtype=np.float64)
+        low, high = float(arr.min()), float(arr.max())
+        scaled = (arr - low) / (high - low or 1.0) * 255.0
+        return Image.fromarray(scaled.astype(np.uint8), "L")
+    if image.mode == "P":
+        image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+    if image.mode in _TRANSPARENT:
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    if image.mode in ("CMYK", "YCbCr", "LAB", "HSV", "RGBX", "1"):
+        return image.convert("RGB" if image.mode != "1" else "L")
+    return image
+
+
+def pixel_digest(image: Image.Image) -> str:
+    """The identity of an image's decoded pixels, to find exact duplicates."""
+    arr = np.ascontiguousarray(np.asarray(image))
+    return hashlib.md5(str(arr.shape).encode() + arr.tobytes()).hexdigest()
+
+
+def _fit(image: Image.Image, size: int, policy: str) -> Image.Image:
+    width, height = image.size
+    if (width, height) == (size, size):
+        return image
+    if policy == "crop":
+        side = min(width, height)
+        left, top = (width - side) // 2, (height - side) // 2
+        image = image.crop((left, top, left + side, top + side))
+    elif policy == "pad":
+        side = max(width, height)
+        # Pad with the image's own edge colour, not black: a frame of black around a
+        # bright photo is a feature the network would learn.
+        fill = _edge_color(image)
+        canvas = Image.new(image.mode, (side, side), fill)
+        canvas.paste(image, ((side - width) // 2, (side - height) // 2))
+        image = canvas
+    return image.resize((size, size), Image.BILINEAR, reducing_gap=3.0)
+
+
+def _edge_color(image: Image.Image) -> Any:
+    arr = np.asarray(image)
+    edges = np.concatenate([arr[0], arr[-1], arr[:, 0], arr[:, -1]])
+    mean = edges.mean(axis=0)
+    return tuple(int(v) for v in np.atleast_1d(mean)) if arr.ndim == 3 else int(mean)
+
+
+@functools.lru_cache(maxsize=1)
+def _face_detector():
+    import cv2
+
+    path = cv2.data.haarcascades + "haarcascade_frontalface_default.xml"
+    detector = cv2.CascadeClassifier(path)
+    if detector.empty():
+        raise RuntimeError(f"OpenCV's frontal-face cascade did not load from {path}")
+    return detector
+
+
+def largest_face(image: Image.Image, margin: float) -> tuple[int, int, int, int] | None:
+    """The square box around the largest frontal face, grown by `margin` of its side on
+    every side and kept inside the image; None when no face is found."""
+    gray = np.asarray(image.convert("L"))
+    smallest = max(12, min(gray.shape) // 10)
+    faces = _face_detector().detectMultiScale(
+        gray, scaleFactor=1.1, minNeighbors=5, minSize=(smallest, smallest)
+    )
+    if len(faces) == 0:
+        return None
+    x, y, w, h = max(faces, key=lambda f: f[2] * f[3])
+    height, width = gray.shape
+    side = min(int(max(w, h) * (1 + 2 * margin)), width, height)
+    left = int(np.clip(round(x + w / 2 - side / 2), 0, width - side))
+    top = int(np.clip(round(y + h / 2 - side / 2), 0, height - side))
+    return left, top, left + side, top + side
