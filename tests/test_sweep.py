@@ -92,7 +92,7 @@ def test_a_tiny_sweep_records_every_trial(tiny, store_uri):
     prob = model.predict(images, verbose=0)
     assert prob.shape == (3, 1) and np.all((prob >= 0) & (prob <= 1))
     pyfunc = mlflow.pyfunc.load_model(best["model_uri"])
-    assert pyfunc.metadata.metadata["happysad"]["image_size"] == 32
+    assert pyfunc.metadata.metadata["happysad"]["preprocessing"]["image_size"] == 32
     assert pyfunc.metadata.get_input_schema().inputs[0].shape == (-1, 32, 32, 1)
 
 

@@ -146,6 +146,7 @@ class FaceHyperModel(keras_tuner.HyperModel):
             validation_data=to_dataset(data.val, batch_size, shuffle=False, seed=self.cfg.seed),
             epochs=epochs or tuner.epochs,
             callbacks=[*(callbacks or []), stop],
+            class_weight=data.class_weight,
             shuffle=False,  # the pipeline shuffles
             **{"verbose": 0, **kwargs},
         )

@@ -89,9 +89,9 @@ def run_sweep(cfg: DictConfig, overrides: Sequence[str] = ()) -> SweepResult:
         overrides=list(overrides),
         params=_sweep_params(typed),
         data_summary=images.summary(),
+        skipped=images.skipped,
         search_space=space,
     )
-    sweep.log_skipped_files(images.skipped)
     log.info("search space:")
     for key, text in space.items():
         log.info(f"  {key:<28} {text}")
@@ -245,17 +245,32 @@ def _sweep_params(cfg: Config) -> dict[str, Any]:
 
 
 def _log_data(images) -> None:
+    from happysad.data import CLASS_NAMES
+
     s = images.summary()
+    p = images.preprocessing
     log.info(
-        f"data: {s['path']} ({s['image_size']}x{s['image_size']} {s['color_mode']}): "
-        f"train {s['train_images']} (happy {s['train_happy']}, sad {s['train_sad']}), "
-        f"validation {s['val_images']}, test {s['test_images']}"
+        f"data: {s['path']} ({p.image_size}x{p.image_size} {p.color_mode}, digest {s['digest']}"
+        f"{', decoded earlier' if images.from_cache else ''}): train {s['train_images']} "
+        f"(happy {s['train_happy']}, sad {s['train_sad']}), validation {s['val_images']}, "
+        f"test {s['test_images']}"
     )
     if images.skipped:
+        reasons = ", ".join(f"{n} {kind}" for kind, n in images.skipped_by_reason().most_common())
         log.warning(
-            f"skipped {len(images.skipped)} unreadable files, e.g. {images.skipped[0][0]}: "
-            f"{images.skipped[0][1]} (all listed in the run's data/skipped_files.csv)"
+            f"skipped {len(images.skipped)} files: {reasons} "
+            "(each listed with its reason in the sweep's data/skipped_files.csv)"
         )
+    dropped = images.duplicates.get("dropped_across_splits", 0)
+    if dropped:
+        log.warning(
+            f"{dropped} exact duplicates that would sit on both sides of a split were kept on one side only"
+        )
+    if images.class_weight:
+        weights = ", ".join(
+            f"{CLASS_NAMES[c]} {w:.2f}" for c, w in sorted(images.class_weight.items())
+        )
+        log.info(f"class weights (data.class_weight=balanced): {weights}")
 
 
 def _log_summary(result: SweepResult, cfg: Config, seconds: float) -> None:

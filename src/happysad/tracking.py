@@ -7,7 +7,10 @@ end, so every run ends FINISHED, FAILED or KILLED with the reason on it.
 
 from __future__ import annotations
 
+import csv
 import importlib.metadata
+import io
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -123,6 +126,7 @@ class SweepRun:
         overrides: list[str],
         params: dict[str, Any],
         data_summary: dict[str, Any],
+        skipped: list[tuple[str, str]],
         search_space: dict[str, str],
     ) -> str:
         run = mlflow.start_run(
@@ -133,20 +137,20 @@ class SweepRun:
                 f"{TAG}role": "sweep",
                 f"{TAG}sweep": self.sweep_name,
                 f"{TAG}overrides": " ".join(overrides) or "(none)",
+                f"{TAG}data_digest": data_summary["digest"],
             },
         )
         self.run_id = run.info.run_id
         mlflow.log_params({**params, **{f"data.{k}": v for k, v in data_summary.items()}})
+        self._dataset = image_dataset(data_summary)
+        mlflow.log_input(self._dataset, context="training")
+        self._data_digest = data_summary["digest"]
         mlflow.log_text(config_yaml, "config/config.yaml")
         mlflow.log_text("\n".join(overrides) + "\n", "config/overrides.txt")
         mlflow.log_dict(data_summary, "data/summary.json")
+        mlflow.log_text(_csv([("path", "reason"), *skipped]), "data/skipped_files.csv")
         mlflow.log_dict(search_space, "config/search_space.json")
         return self.run_id
-
-    def log_skipped_files(self, skipped: list[tuple[str, str]]) -> None:
-        if skipped:
-            rows = ["path,reason"] + [f'"{p}","{r.replace(chr(34), chr(39))}"' for p, r in skipped]
-            mlflow.log_text("\n".join(rows) + "\n", "data/skipped_files.csv")
 
     def finish(
         self,
@@ -190,10 +194,12 @@ class SweepRun:
                 f"{TAG}role": "trial",
                 f"{TAG}sweep": self.sweep_name,
                 f"{TAG}trial_id": trial_id,
+                f"{TAG}data_digest": self._data_digest,
             },
         )
         self.trial_run_id = run.info.run_id
         mlflow.log_params(hyperparameters)
+        mlflow.log_input(self._dataset, context="training")
         return self.trial_run_id
 
     def log_epoch(self, metrics: dict[str, float], epoch: int) -> None:
@@ -234,6 +240,40 @@ class SweepRun:
             mlflow.log_text(details, "failure.txt")
         mlflow.end_run(status)
         self.trial_run_id = None
+
+
+def image_dataset(summary: dict[str, Any]):
+    """The data a sweep trained on, as an MLflow dataset: its source path, the digest of
+    its decoded pixels and labels, and the counts per split and class as its profile.
+    Two runs with the same digest saw the same images."""
+    import warnings
+
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    class ImageDataset(MetaDataset):
+        @property
+        def profile(self) -> dict[str, Any]:
+            return {
+                k: v
+                for k, v in summary.items()
+                if k.endswith(("_images", "_happy", "_sad", "_files"))
+            }
+
+        def to_dict(self) -> dict[str, str]:
+            return {**super().to_dict(), "profile": json.dumps(self.profile)}
+
+    path = Path(summary["path"])
+    with warnings.catch_warnings():  # the local source resolves two ways, both the same
+        warnings.simplefilter("ignore", UserWarning)
+        source = resolve_dataset_source(path.as_uri())
+    return ImageDataset(source=source, name=path.stem, digest=summary["digest"])
+
+
+def _csv(rows: list[tuple[str, ...]]) -> str:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(rows)
+    return buffer.getvalue()
 
 
 def model_requirements() -> list[str]:

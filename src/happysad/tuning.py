@@ -275,11 +275,11 @@ def predict(model, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
 def model_metadata(cfg: Config, data: ImageData, trial_id: str) -> dict[str, Any]:
     """What a user of the model needs to feed it images as it was trained."""
     return {
-        "image_size": data.image_size,
-        "color_mode": data.color_mode.value,
+        "preprocessing": data.preprocessing.to_dict(),
         "class_names": list(CLASS_NAMES),
         "positive_class": CLASS_NAMES[1],
         "input": "uint8 pixels 0-255, shape (n, size, size, channels); the model rescales them",
+        "data_digest": data.digest,
         "sweep": cfg.sweep.name,
         "trial_id": trial_id,
     }
