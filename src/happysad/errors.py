@@ -23,3 +23,7 @@ class StoreError(HappysadError, RuntimeError):
 
 class SweepFailed(HappysadError, RuntimeError):
     """The search ran, but every trial failed or too many failed in a row."""
+
+
+class SweepInterrupted(HappysadError):
+    """The user stopped the sweep (Ctrl-C, SIGTERM); the message says how to go on."""

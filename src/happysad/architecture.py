@@ -1,0 +1,54 @@
+"""Arithmetic of the CNN family, without TensorFlow: feature-map sizes and parameter
+counts. The hypermodel uses it to refuse architectures that do not fit the images;
+the preflight uses it to size the disk a sweep's models need."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from happysad.config import Padding, space_values
+
+
+def feature_side(image_size: int, depth: int, kernel: int, padding: Padding) -> int:
+    """The side of the feature map after `depth` blocks (0 or less: nothing left)."""
+    side = image_size
+    for _ in range(depth):
+        side = (side - kernel + 1 if padding is Padding.valid else side) // 2
+        if side < 1:
+            return 0
+    return side
+
+
+def misfit(image_size: int, depth: int, kernel: int, padding: Padding) -> str | None:
+    """Why the blocks would shrink the images to nothing, or None if they fit."""
+    for block in range(1, depth + 1):
+        if feature_side(image_size, block, kernel, padding) < 1:
+            return (
+                f"model.depth={depth} with model.kernel_size={kernel} shrinks "
+                f"{image_size}x{image_size} images to nothing by block {block}: lower model.depth "
+                "or model.kernel_size, use model.padding=same, or raise data.image_size"
+            )
+    return None
+
+
+def largest_parameter_count(cfg: Any, channels: int) -> int:
+    """An upper bound of the parameters of any model the search space can build."""
+    m = cfg.model
+    size = cfg.data.image_size
+    kernels = space_values(m.kernel_size)
+    filters = m.filters_per_block or [max(space_values(m.filters))] * max(space_values(m.depth))
+    units = max(space_values(m.dense_units)) if max(space_values(m.dense_layers)) else 0
+    layers = max(space_values(m.dense_layers))
+    largest = 0
+    for depth in space_values(m.depth):
+        sides = [feature_side(size, depth, k, m.padding) for k in kernels]
+        if max(sides) < 1:
+            continue
+        conv, c_in = 0, channels
+        for f in filters[:depth]:
+            conv += (max(kernels) ** 2 * c_in + 1) * f
+            c_in = f
+        flat = max(sides) ** 2 * c_in
+        dense = (flat + 1) * units + max(layers - 1, 0) * (units + 1) * units if layers else 0
+        largest = max(largest, conv + dense + (units or flat) + 1)
+    return largest

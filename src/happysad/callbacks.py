@@ -1,0 +1,20 @@
+"""Hydra callbacks: what must happen once, in Hydra's own process, around the jobs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+
+class PrepareStore(Callback):
+    """Create the MLflow store and experiment before a multirun's jobs start.
+
+    A fresh SQLite store migrated by several processes at once fails; jobs run in
+    parallel by the joblib launcher would race to create it."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from happysad.tracking import open_experiment, resolve_tracking_uri
+
+        open_experiment(resolve_tracking_uri(config.mlflow.tracking_uri), config.mlflow.experiment)

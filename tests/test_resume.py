@@ -1,0 +1,249 @@
+"""Sweeps that survive: resume, kills and Ctrl-C, failed trials, multirun, determinism."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+from happysad.errors import ConfigError
+from happysad.sweep import run_sweep
+from tests.conftest import compose_config
+
+pytestmark = pytest.mark.slow
+
+
+def _runs(uri):
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("happysad")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    parents = [r for r in runs if MLFLOW_PARENT_RUN_ID not in r.data.tags]
+    children = [r for r in runs if MLFLOW_PARENT_RUN_ID in r.data.tags]
+    return parents, children
+
+
+def _by_status(children):
+    out: dict[str, list[str]] = {}
+    for c in children:
+        out.setdefault(c.info.status, []).append(c.info.run_name)
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def test_the_same_command_continues_a_named_sweep_to_its_budget(tiny, store_uri):
+    run_sweep(compose_config([*tiny, "sweep.name=grow"]))
+    result = run_sweep(compose_config([*tiny, "sweep.name=grow", "tuner.max_trials=3"]))
+    (parent,), children = _runs(store_uri)
+    assert parent.info.status == "FINISHED" and parent.data.tags["happysad.resumes"] == "1"
+    assert _by_status(children) == {"FINISHED": ["trial-0", "trial-1", "trial-2"]}
+    assert len(result.results) == 3 and result.best is not None
+    # Nothing left to do: running it again adds no trial.
+    run_sweep(compose_config([*tiny, "sweep.name=grow", "tuner.max_trials=3"]))
+    assert len(_runs(store_uri)[1]) == 3
+
+
+def test_a_changed_search_space_data_or_tuner_is_refused(tiny):
+    run_sweep(compose_config([*tiny, "sweep.name=fixed", "tuner.max_trials=1"]))
+    with pytest.raises(
+        ConfigError, match=r"changed: search space: model\.depth \[2, 3\] -> \[2, 4\]"
+    ):
+        run_sweep(compose_config([*tiny, "sweep.name=fixed", "model.depth.max=4"]))
+    with pytest.raises(ConfigError, match="data: data digest"):
+        run_sweep(
+            compose_config([*tiny, "sweep.name=fixed", "tuner.max_trials=1", "data.num_images=100"])
+        )
+    with pytest.raises(ConfigError, match="tuner: tuner.name random -> grid"):
+        run_sweep(
+            compose_config(
+                [*tiny, "sweep.name=fixed", "tuner=grid", "tuner.max_trials=1", "tuner.epochs=1"]
+            )
+        )
+
+
+def test_restart_starts_the_sweep_afresh(tiny, store_uri):
+    run_sweep(compose_config([*tiny, "sweep.name=again", "tuner.max_trials=1"]))
+    run_sweep(
+        compose_config(
+            [
+                *tiny,
+                "sweep.name=again",
+                "tuner.max_trials=1",
+                "model.depth.value=2",
+                "sweep.restart=true",
+            ]
+        )
+    )
+    parents, children = _runs(store_uri)
+    assert len(parents) == 2 and len(children) == 2
+
+
+def test_a_nan_trial_fails_with_its_reason_and_the_next_one_finishes(tiny, store_uri):
+    cfg = compose_config(
+        [
+            *tiny,
+            "tuner=grid",
+            "tuner.max_trials=2",
+            "tuner.epochs=1",
+            "optimizer=sgd",
+            "optimizer.learning_rate.choices=[1.0e+12,0.01]",
+            "optimizer.momentum.value=0.0",
+            "model.depth.value=2",
+            "model.kernel_size.value=3",
+            "model.filters.value=8",
+            "model.dense_units.value=8",
+            "model.dropout.value=0.0",
+            "data.batch_size.value=32",
+        ]
+    )
+    result = run_sweep(cfg)
+    _, children = _runs(store_uri)
+    failed = [c for c in children if c.info.status == "FAILED"]
+    assert len(failed) == 1 and len(children) == 2
+    assert failed[0].data.params["optimizer.learning_rate"] == "1000000000000.0"
+    assert "the loss became nan" in failed[0].data.tags["happysad.failure"]
+    assert result.best["hyperparameters"]["optimizer.learning_rate"] == 0.01
+
+
+def test_deterministic_sweeps_give_the_same_metrics(tmp_path, image_cache):
+    # Op determinism is for the whole process, so each sweep runs in its own.
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    for name in ("a", "b"):
+        cmd = _command(image_cache, f"sweep.name={name}", "deterministic=true", "tuner.epochs=2")
+        done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    client = MlflowClient(uri)
+    _, children = _runs(uri)
+    history = {}
+    for c in children:
+        sweep = c.data.tags["happysad.sweep"]
+        values = [m.value for m in client.get_metric_history(c.info.run_id, "val_loss")]
+        history.setdefault(sweep, {})[c.info.run_name] = values
+        assert (
+            c.data.tags["happysad.deterministic"] == "True" and c.data.tags["happysad.seed"] == "42"
+        )
+    assert history["a"] == history["b"] and len(history["a"]) == 2
+
+
+# --- the real command, killed and interrupted ---------------------------------------------
+
+
+def _command(cache, *extra):
+    return [
+        sys.executable,
+        "-m",
+        "happysad.sweep",
+        "debug=tiny",
+        "data.num_images=120",
+        f"data.cache_dir={cache}",
+        *extra,
+    ]
+
+
+def _start(cmd, cwd):
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen(
+        cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
+
+
+def _wait_for(process, text, limit=300):
+    """Read the command's output until a line holds `text`; the lines read so far."""
+    seen, started = [], time.monotonic()
+    for line in process.stdout:
+        seen.append(line)
+        if text in line:
+            return seen
+        if time.monotonic() - started > limit:
+            break
+    process.kill()
+    raise AssertionError(f"never saw {text!r}:\n{''.join(seen[-40:])}")
+
+
+def test_a_sweep_killed_in_a_trial_resumes_without_duplicates(tmp_path, image_cache):
+    cmd = _command(image_cache, "sweep.name=hard", "tuner.max_trials=3", "tuner.epochs=4")
+    process = _start(cmd, tmp_path)
+    _wait_for(process, "trial 2 of 3")
+    _wait_for(process, "epoch 1/4")
+    process.send_signal(signal.SIGKILL)  # no chance to clean up: runs stay RUNNING
+    process.wait(timeout=60)
+    parents, children = _runs(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    assert {r.info.status for r in parents + children} >= {"RUNNING"}
+
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "marked KILLED the runs of trials interrupted earlier: trial-1" in done.stdout
+    (parent,), children = _runs(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    assert parent.info.status == "FINISHED"
+    assert _by_status(children) == {
+        "FINISHED": ["trial-0", "trial-1", "trial-2"],
+        "KILLED": ["trial-1"],
+    }
+
+
+def test_ctrl_c_stops_cleanly_and_says_how_to_go_on(tmp_path, image_cache):
+    process = _start(_command(image_cache, "tuner.max_trials=3", "tuner.epochs=20"), tmp_path)
+    _wait_for(process, "epoch 2/20")
+    process.send_signal(signal.SIGINT)
+    rest = process.communicate(timeout=60)[0]
+    assert process.returncode == 130, rest
+    assert (
+        "To go on where it stopped: python -m happysad.sweep" in rest
+        and "sweep.name=sweep-" in rest
+    )
+    parents, children = _runs(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    assert [p.info.status for p in parents] == ["KILLED"]
+    assert [c.info.status for c in children] == ["KILLED"]
+
+
+def test_an_all_failing_sweep_exits_non_zero_with_the_reasons(tmp_path, image_cache):
+    done = subprocess.run(
+        _command(image_cache, "model.depth.value=4", "model.kernel_size.value=5"),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 1
+    assert "every trial failed. First reasons: trial-0: model.depth=4" in done.stdout
+
+
+@pytest.mark.parametrize(
+    "launcher", [[], ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]], ids=["basic", "joblib"]
+)
+def test_a_multirun_gives_one_sweep_per_job_in_one_store(tmp_path, image_cache, launcher):
+    cmd = _command(image_cache, "seed=0,1", "tuner.max_trials=1", *launcher)
+    cmd.insert(3, "-m")  # python -m happysad.sweep -m ...
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    parents, children = _runs(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    assert len(parents) == 2 and len(children) == 2
+    assert len({p.data.tags["happysad.multirun"] for p in parents}) == 1
+    assert sorted(p.data.tags["happysad.multirun_job"] for p in parents) == ["0", "1"]
+    assert {c.data.tags[MLFLOW_PARENT_RUN_ID] for c in children} == {p.info.run_id for p in parents}
+
+
+def test_the_preflight_catches_a_missing_data_folder_before_anything_heavy(tmp_path):
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-X",
+            "importtime",
+            "-m",
+            "happysad.sweep",
+            "data=folder",
+            f"data.path={tmp_path / 'none'}",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1 and "error: data.path" in done.stdout
+    assert "tensorflow" not in done.stderr.split(), (
+        "TensorFlow was imported before the data was checked"
+    )
