@@ -1,0 +1,100 @@
+"""How a trained model is saved in MLflow: the Keras flavour, plus a python_function
+flavour that takes image files.
+
+`mlflow.keras.load_model(uri)` gives the Keras model (it takes uint8 pixel arrays
+and rescales them itself). `mlflow.pyfunc.load_model(uri)` and `mlflow models serve`
+give `happysad_pyfunc`: image file bytes (base64 in JSON) in, label and P(happy)
+out, with the preprocessing the model was trained with. The code of that flavour is
+copied into the model, so serving needs nothing of happysad installed.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow import pyfunc
+from mlflow.models import Model, ModelSignature
+from mlflow.types.schema import ColSpec, DataType, Schema
+
+from happysad import pyfunc as pyfunc_module
+
+PACKAGE = "happysad_pyfunc"  # the flavour's code inside a model: not `happysad`, never shadowing it
+CODE = "code"
+DATA = "data"  # mlflow.keras keeps data/model.keras here
+
+# Images in (file bytes; the scoring server decodes base64 for binary columns),
+# a label, P(happy) and an error per image out.
+SIGNATURE = ModelSignature(
+    inputs=Schema([ColSpec(DataType.binary, "image")]),
+    outputs=Schema(
+        [
+            ColSpec(DataType.string, "label"),
+            ColSpec(DataType.double, "probability"),
+            ColSpec(DataType.string, "error", required=False),
+        ]
+    ),
+)
+
+
+def save_model(
+    model: Any,
+    path: str,
+    mlflow_model: Model | None = None,
+    settings: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> None:
+    """The flavour's save function, as `mlflow.models.Model.log` calls it."""
+    mlflow_model = mlflow_model or Model()
+    # The signature describes the images-in flavour, which mlflow.keras would refuse.
+    signature = kwargs.pop("signature", None)
+    quiet = logging.getLogger("mlflow.keras.save")  # it warns that the signature is missing
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        mlflow.keras.save_model(model, path, mlflow_model=mlflow_model, **kwargs)
+    finally:
+        quiet.setLevel(level)
+    mlflow_model.signature = signature
+    root = Path(path)
+    (root / DATA / pyfunc_module.SETTINGS_FILE).write_text(json.dumps(settings, indent=2))
+    package = root / CODE / PACKAGE
+    package.mkdir(parents=True)
+    here = Path(pyfunc_module.__file__).parent
+    for name in ("pyfunc.py", "images.py"):
+        shutil.copy(here / name, package / name)
+    (package / "__init__.py").write_text(
+        '"""happysad\'s python_function flavour, copied into the model."""\n'
+    )
+    keras_pyfunc = mlflow_model.flavors[pyfunc.FLAVOR_NAME]
+    pyfunc.add_to_model(
+        mlflow_model,
+        loader_module=f"{PACKAGE}.pyfunc",
+        data=DATA,
+        code=CODE,
+        conda_env=keras_pyfunc.get(pyfunc.ENV, {}).get("conda"),
+        python_env=keras_pyfunc.get(pyfunc.ENV, {}).get("virtualenv"),
+    )
+    mlflow_model.save(str(root / "MLmodel"))
+
+
+def log_model(
+    model: Any, *, settings: dict[str, Any], metadata: dict[str, Any], pip_requirements: list[str]
+):
+    """Log the model of the active run under the name `model`; returns MLflow's ModelInfo."""
+    import sys
+
+    return Model.log(
+        artifact_path=None,
+        name="model",
+        flavor=sys.modules[__name__],
+        model=model,
+        settings=settings,
+        signature=SIGNATURE,
+        metadata=metadata,
+        pip_requirements=pip_requirements,
+    )

@@ -1,0 +1,280 @@
+"""`python -m happysad.promote`: make a sweep's best model *the* model, safely.
+
+The candidate (the best finished trial of the latest sweep, of `sweep.name`, or the
+trial `promote.run_id`) and the current champion are evaluated on the same held-out
+test split: the candidate sweep's, rebuilt from its recorded config and checked
+against its recorded data digest. The candidate is registered as a version of
+`promote.model_name` (once per run), and the alias `champion` moves to it only if it
+is at least as good on `promote.metric` (plus `promote.margin`); the version it
+replaces gets the alias `previous`. `promote.force=true` moves it anyway;
+`promote.dry_run=true` decides and writes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+from happysad.config import PromoteConfig, config_dir, register_configs  # noqa: E402
+from happysad.errors import HappysadError, StoreError  # noqa: E402
+
+log = logging.getLogger("happysad")
+register_configs()
+
+CHAMPION, PREVIOUS = "champion", "previous"
+TAG = "happysad."
+
+
+@dataclass
+class Contender:
+    """A model in the comparison: the candidate, or the current champion."""
+
+    run_id: str
+    trial_id: str
+    sweep: str
+    model_uri: str
+    data_digest: str
+    version: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Decision:
+    candidate: Contender
+    champion: Contender | None
+    promoted: bool
+    reason: str
+    registered: bool
+    dry_run: bool
+
+
+def promote(cfg: PromoteConfig) -> Decision:
+    """Evaluate, register and (maybe) promote; raises a HappysadError the user can act on."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    from happysad.tracking import check_reachable, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(cfg.mlflow.tracking_uri)
+    check_reachable(uri)
+    mlflow.set_tracking_uri(uri)
+    client = MlflowClient(uri)
+    settings = cfg.promote
+    candidate, sweep_run = _candidate(client, cfg)
+    test = _test_split(client, sweep_run)
+    candidate.metrics = _evaluate(candidate.model_uri, test)
+    champion = _champion(client, settings.model_name)
+    if champion is not None:
+        if champion.data_digest != candidate.data_digest:
+            log.warning(
+                f"the champion (version {champion.version}) was trained on other data (digest "
+                f"{champion.data_digest}) than the candidate ({candidate.data_digest}): both are "
+                "compared on the candidate's test split"
+            )
+        champion.metrics = _evaluate(champion.model_uri, test)
+
+    metric = settings.metric.value
+    if champion is None:
+        promoted, reason = True, "there is no champion yet"
+    elif champion.run_id == candidate.run_id:
+        promoted, reason = True, "the candidate already is the champion"
+    else:
+        ours, theirs = candidate.metrics[metric], champion.metrics[metric]
+        at_least = theirs + settings.margin
+        promoted = ours >= at_least
+        relation = ">=" if promoted else "<"
+        reason = f"test {metric} {ours:.4f} {relation} {theirs:.4f} (champion) + margin {settings.margin:g}"
+        if not promoted and settings.force:
+            promoted, reason = True, reason + "; moved anyway (promote.force=true)"
+
+    registered = False
+    if not settings.dry_run:
+        candidate.version, registered = _register(client, settings.model_name, candidate)
+        if promoted and (champion is None or champion.version != candidate.version):
+            client.set_registered_model_alias(settings.model_name, CHAMPION, candidate.version)
+            if champion is not None:
+                client.set_registered_model_alias(settings.model_name, PREVIOUS, champion.version)
+    decision = Decision(candidate, champion, promoted, reason, registered, settings.dry_run)
+    _report(decision, settings.model_name, metric)
+    return decision
+
+
+def _candidate(client, cfg: PromoteConfig) -> tuple[Contender, Any]:
+    from mlflow.exceptions import MlflowException
+
+    settings = cfg.promote
+    if settings.run_id:
+        try:
+            trial = client.get_run(settings.run_id)
+        except MlflowException as err:
+            raise StoreError(
+                f"promote.run_id={settings.run_id} is not a run in this store: {err.message}"
+            ) from err
+        if trial.data.tags.get(f"{TAG}role") != "trial" or f"{TAG}model_uri" not in trial.data.tags:
+            raise StoreError(f"run {settings.run_id} is not a happysad trial with a logged model")
+        return _contender(trial), client.get_run(trial.data.tags["mlflow.parentRunId"])
+    experiment = client.get_experiment_by_name(cfg.mlflow.experiment)
+    if experiment is None:
+        raise StoreError(
+            f"the store has no experiment '{cfg.mlflow.experiment}': run a sweep first"
+        )
+    from happysad.tracking import find_sweeps, finished_trials
+
+    for sweep_run in find_sweeps(client, experiment.experiment_id, cfg.sweep.name):
+        trials = finished_trials(client, sweep_run, limit=1)
+        if trials and f"{TAG}model_uri" in trials[0].data.tags:
+            return _contender(trials[0]), sweep_run
+        if cfg.sweep.name:
+            break
+    which = (
+        f"sweep '{cfg.sweep.name}'" if cfg.sweep.name else f"experiment '{cfg.mlflow.experiment}'"
+    )
+    raise StoreError(f"{which} has no finished trial with a logged model: run a sweep first")
+
+
+def _contender(run) -> Contender:
+    tags = run.data.tags
+    return Contender(
+        run_id=run.info.run_id,
+        trial_id=tags.get(f"{TAG}trial_id", "?"),
+        sweep=tags.get(f"{TAG}sweep", "?"),
+        model_uri=tags[f"{TAG}model_uri"],
+        data_digest=tags.get(f"{TAG}data_digest", "?"),
+    )
+
+
+def _test_split(client, sweep_run):
+    """The candidate sweep's test split, rebuilt from its recorded config."""
+    import mlflow
+
+    from happysad.config import data_config
+    from happysad.data import load
+    from happysad.errors import DataError
+
+    text = mlflow.artifacts.load_text(f"{sweep_run.info.artifact_uri}/config/config.yaml")
+    values = OmegaConf.to_container(OmegaConf.create(text), resolve=True)
+    try:
+        images = load(data_config(values["data"]))
+    except DataError as err:
+        raise DataError(
+            f"the test split of sweep '{sweep_run.info.run_name}' cannot be rebuilt: {err}"
+        ) from err
+    recorded = sweep_run.data.tags.get(f"{TAG}data_digest")
+    if recorded and images.digest != recorded:
+        raise DataError(
+            f"the data of sweep '{sweep_run.info.run_name}' changed since it ran (digest {recorded}, now "
+            f"{images.digest}): its test split cannot be rebuilt; promote from a sweep on the current data"
+        )
+    if not len(images.test):
+        raise DataError(
+            f"sweep '{sweep_run.info.run_name}' has no test split (data.test_fraction=0)"
+        )
+    return images.test
+
+
+def _evaluate(model_uri: str, test) -> dict[str, float]:
+    import mlflow
+
+    from happysad.evaluation import binary_metrics
+    from happysad.pyfunc import probabilities
+
+    model = mlflow.keras.load_model(model_uri)
+    return binary_metrics(test.y, probabilities(model, test.x))
+
+
+def _champion(client, name: str) -> Contender | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        version = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        return None  # no registered model, or no champion yet
+    tags = version.tags
+    return Contender(
+        run_id=tags.get(f"{TAG}source_run_id", version.run_id or "?"),
+        trial_id=tags.get(f"{TAG}trial_id", "?"),
+        sweep=tags.get(f"{TAG}sweep", "?"),
+        model_uri=f"models:/{name}/{version.version}",
+        data_digest=tags.get(f"{TAG}data_digest", "?"),
+        version=str(version.version),
+    )
+
+
+def _register(client, name: str, candidate: Contender) -> tuple[str, bool]:
+    """The candidate's version: the existing one if this run is registered already."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        for version in client.search_model_versions(f"name = '{name}'"):
+            if version.tags.get(f"{TAG}source_run_id") == candidate.run_id:
+                return str(version.version), False
+    except MlflowException:
+        pass  # no registered model of that name yet
+    tags = {
+        f"{TAG}source_run_id": candidate.run_id,
+        f"{TAG}trial_id": candidate.trial_id,
+        f"{TAG}sweep": candidate.sweep,
+        f"{TAG}data_digest": candidate.data_digest,
+        **{f"{TAG}test_{k}": f"{v:.6g}" for k, v in candidate.metrics.items()},
+    }
+    version = mlflow.register_model(candidate.model_uri, name, tags=tags)
+    return str(version.version), True
+
+
+def _report(d: Decision, name: str, metric: str) -> None:
+    c, h = d.candidate, d.champion
+    version = c.version or "-"
+    if d.registered:
+        version += " (new)"
+    elif c.version:
+        version += " (registered before)"
+    rows = [
+        ("", "candidate", "champion"),
+        ("trial", f"trial-{c.trial_id}", f"trial-{h.trial_id}" if h else "(none)"),
+        ("run", c.run_id, h.run_id if h else "-"),
+        ("sweep", c.sweep, h.sweep if h else "-"),
+        ("version", version, h.version if h else "-"),
+    ]
+    for key in c.metrics:
+        mark = " *" if key == metric else ""
+        rows.append(
+            (f"test {key}{mark}", f"{c.metrics[key]:.4f}", f"{h.metrics[key]:.4f}" if h else "-")
+        )
+    width = [max(len(str(r[i])) for r in rows) for i in range(3)]
+    for r in rows:
+        log.info("  ".join(str(v).ljust(width[i]) for i, v in enumerate(r)).rstrip())
+    verdict = "promote" if d.promoted else "keep the champion"
+    if d.dry_run:
+        log.info(f"decision (dry run, nothing written): would {verdict}: {d.reason}")
+    elif d.promoted:
+        log.info(
+            f"decision: promoted: {d.reason}. models:/{name}@{CHAMPION} is version {c.version}"
+        )
+    else:
+        log.info(
+            f"decision: kept the champion: {d.reason}. models:/{name}@{CHAMPION} is still "
+            f"version {h.version if h else '-'}"
+        )
+    log.info(f"the champion: models:/{name}@{CHAMPION}")
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="promote")
+def main(cfg: DictConfig) -> None:
+    try:
+        promote(OmegaConf.to_object(cfg))
+    except HappysadError as err:
+        log.error(f"error: {err}")
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

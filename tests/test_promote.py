@@ -1,0 +1,270 @@
+"""Promotion in the registry, prediction on files, and serving over HTTP, on real sweeps."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
+from PIL import Image
+
+from happysad.config import config_dir
+from happysad.sweep import run_sweep
+from tests.conftest import compose_config
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """Two sweeps in one store: a model that learned, and one that could not (learning rate 0)."""
+    root = tmp_path_factory.mktemp("promote")
+    uri = f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"
+    # A small network that learns the synthetic faces in a few seconds (test AUC about 0.74).
+    common = [
+        "data.num_images=1200",
+        f"data.cache_dir={root / 'cache'}",
+        f"mlflow.tracking_uri={uri}",
+        f"sweep.dir={root / 'sweeps'}",
+        "experiment=seed_baseline",
+        "model.depth.value=2",
+        "model.filters_per_block=[32,64]",
+        "tuner.epochs=6",
+    ]
+    cwd = os.getcwd()
+    os.chdir(root)  # the sweeps' relative paths (the image cache) resolve here, as promote's will
+    try:
+        run_sweep(
+            compose_config([*common, "sweep.name=good", "optimizer.learning_rate.value=0.002"])
+        )
+        run_sweep(compose_config([*common, "sweep.name=bad", "optimizer.learning_rate.value=0.0"]))
+    finally:
+        os.chdir(cwd)
+    return root, uri
+
+
+def _promote(store, *overrides):
+    from happysad.promote import promote
+
+    root, uri = store
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        cfg = compose("promote", overrides=[f"mlflow.tracking_uri={uri}", *overrides])
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        return promote(OmegaConf.to_object(cfg))
+    finally:
+        os.chdir(cwd)
+
+
+def _aliases(uri):
+    model = MlflowClient(uri).get_registered_model("happysad")
+    return {alias: str(version) for alias, version in model.aliases.items()}
+
+
+def test_promotion_is_gated_forced_dry_run_and_idempotent(store):
+    root, uri = store
+    first = _promote(store, "sweep.name=good")
+    assert first.promoted and first.registered and first.champion is None
+    assert _aliases(uri) == {"champion": first.candidate.version}
+    assert first.candidate.metrics["auc"] > 0.6
+
+    worse = _promote(store, "sweep.name=bad", "promote.metric=auc")
+    assert not worse.promoted and worse.registered
+    assert worse.candidate.metrics["auc"] < worse.champion.metrics["auc"]
+    assert _aliases(uri) == {"champion": first.candidate.version}, (
+        "a worse model does not take the alias"
+    )
+
+    dry = _promote(store, "sweep.name=bad", "promote.force=true", "promote.dry_run=true")
+    assert dry.promoted and dry.dry_run and not dry.registered
+    assert _aliases(uri) == {"champion": first.candidate.version}, "a dry run writes nothing"
+
+    forced = _promote(store, "sweep.name=bad", "promote.metric=auc", "promote.force=true")
+    assert forced.promoted and not forced.registered, "the same run is not registered twice"
+    assert forced.candidate.version == worse.candidate.version
+    assert _aliases(uri) == {
+        "champion": worse.candidate.version,
+        "previous": first.candidate.version,
+    }
+    versions = MlflowClient(uri).search_model_versions("name = 'happysad'")
+    assert len(versions) == 2
+    tags = {str(v.version): v.tags for v in versions}[first.candidate.version]
+    assert tags["happysad.sweep"] == "good" and float(tags["happysad.test_auc"]) > 0.6
+
+    # Back to the good model for the prediction tests below.
+    _promote(store, "sweep.name=good", "promote.force=true")
+
+
+def _faces(folder: Path, count: int = 3) -> list[Path]:
+    from happysad.synthetic import SyntheticSpec, draw_face
+
+    folder.mkdir(parents=True, exist_ok=True)
+    spec = SyntheticSpec(num_images=count, image_size=64, seed=99, hard_fraction=0.0)
+    paths = []
+    for i in range(count):
+        path = folder / f"face{i}.jpg"
+        draw_face(spec, i)[1].save(path)
+        paths.append(path)
+    return paths
+
+
+def _predict(store, *args):
+    root, uri = store
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    return subprocess.run(
+        [sys.executable, "-m", "happysad.predict", *args],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_predict_files_a_folder_and_a_glob_with_an_unreadable_file(store, tmp_path):
+    _promote(store, "sweep.name=good", "promote.force=true")
+    faces = _faces(tmp_path / "photos")
+    (tmp_path / "photos" / "broken.png").write_text("not an image")
+    (tmp_path / "photos" / ".hidden.png").write_text("ignored")
+    out_csv, out_json = tmp_path / "out.csv", tmp_path / "out.json"
+    done = _predict(
+        store,
+        str(faces[0]),
+        str(tmp_path / "photos"),
+        str(tmp_path / "photos" / "face*.jpg"),
+        str(tmp_path / "nothing-*.png"),
+        "--output",
+        str(out_csv),
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = done.stdout.strip().splitlines()
+    assert len(lines) == 1 + 4 + 3 + 1
+    assert all(line.split()[1] in ("happy", "sad") for line in lines if "error:" not in line)
+    assert sum("broken.png  error: not an image Pillow can read" in line for line in lines) == 1
+    assert "no file matches" in lines[-1]
+    rows = out_csv.read_text().splitlines()
+    assert rows[0] == "path,label,probability,error" and len(rows) == 10
+    assert _predict(store, str(faces[1]), "--output", str(out_json)).returncode == 0
+    (row,) = json.loads(out_json.read_text())
+    assert row["label"] in ("happy", "sad") and 0 <= row["probability"] <= 1
+
+
+def test_predict_fails_only_if_nothing_could_be_predicted(store, tmp_path):
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"")
+    done = _predict(store, str(bad))
+    assert done.returncode == 1 and "error: empty file" in done.stdout
+
+
+def test_predict_without_a_champion_says_which_command_makes_one(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    MlflowClient(uri).search_experiments()  # an empty store
+    done = subprocess.run(
+        [sys.executable, "-m", "happysad.predict", "x.jpg"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2
+    assert (
+        "has the alias 'champion' yet" in done.stderr
+        and "python -m happysad.promote" in done.stderr
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "happysad.predict", "x.jpg"],
+        cwd=tmp_path,
+        env={**env, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/none/mlflow.db"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 2 and "no MLflow store at" in done.stderr
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_mlflow_serves_the_champion_over_http(store, tmp_path):
+    root, uri = store
+    _promote(store, "sweep.name=good", "promote.force=true")
+    port = _free_port()
+    mlflow_cli = Path(sys.executable).parent / "mlflow"
+    server = subprocess.Popen(
+        [
+            str(mlflow_cli),
+            "models",
+            "serve",
+            "-m",
+            "models:/happysad@champion",
+            "--env-manager",
+            "local",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        # The server starts uvicorn from PATH: the environment's bin folder must be on it.
+        env={
+            **os.environ,
+            "MLFLOW_TRACKING_URI": uri,
+            "PATH": f"{mlflow_cli.parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
+                break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(server.stdout.read().decode()[-3000:]) from None
+                time.sleep(1)
+        faces = _faces(tmp_path / "photos", 2)
+        encoded = [base64.b64encode(p.read_bytes()).decode() for p in faces]
+        png = io.BytesIO()
+        Image.new("RGB", (300, 200), (20, 40, 60)).save(png, format="PNG")  # another size and mode
+        encoded.append(base64.b64encode(png.getvalue()).decode())
+        body = json.dumps(
+            {"dataframe_split": {"columns": ["image"], "data": [[e] for e in encoded]}}
+        )
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}/invocations",
+            data=body.encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        answer = json.loads(urllib.request.urlopen(request, timeout=60).read())
+        predictions = answer["predictions"]
+        assert len(predictions) == 3
+        assert all(
+            p["label"] in ("happy", "sad") and 0 <= p["probability"] <= 1 for p in predictions
+        )
+        # The server answers what predict answers for the same file.
+        local = _predict(store, str(faces[0])).stdout.split()
+        assert (
+            local[1] == predictions[0]["label"]
+            and abs(float(local[2]) - predictions[0]["probability"]) < 1e-4
+        )
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
