@@ -1,0 +1,131 @@
+"""`python -m happysad.compare [SWEEP ...] [--top N]`: sweeps side by side in the terminal.
+
+With no SWEEP, or one: the top trials of that sweep (the latest by default), best
+first, with their hyperparameters and metrics. With several: their best trials side
+by side, with each sweep's test metrics.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from typing import Any
+
+from happysad.errors import HappysadError, StoreError
+
+TRIAL_METRICS = ("objective", "val_accuracy", "val_auc", "val_loss", "best_epoch")
+TEST_METRICS = ("test_accuracy", "test_auc", "test_precision", "test_recall")
+
+
+def table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    lines = [
+        "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    ]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _value(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return "" if v is None else str(v)
+
+
+def top_trials(client, sweep_run, top: int) -> str:
+    from happysad.tracking import finished_trials
+
+    trials = finished_trials(client, sweep_run, limit=top)
+    if not trials:
+        return f"sweep '{sweep_run.info.run_name}' has no finished trial"
+    names = list(dict.fromkeys(k for t in trials for k in t.data.params))
+    objective = sweep_run.data.params.get("tuner.objective", "objective")
+    header = ["rank", "trial", f"objective ({objective})", *TRIAL_METRICS[1:], *names]
+    rows = [header]
+    for rank, t in enumerate(trials, start=1):
+        metrics = [_value(t.data.metrics.get(m)) for m in TRIAL_METRICS]
+        rows.append(
+            [str(rank), t.info.run_name, *metrics, *[t.data.params.get(n, "") for n in names]]
+        )
+    done = sweep_run.data.metrics
+    summary = (
+        f"sweep '{sweep_run.info.run_name}': {len(trials)} best of "
+        f"{int(done.get('trials_finished', len(trials)))} finished trials; test split of the best: "
+        + (
+            ", ".join(f"{m[5:]} {done[m]:.4f}" for m in TEST_METRICS if m in done)
+            or "not evaluated"
+        )
+    )
+    return summary + "\n" + table(rows)
+
+
+def side_by_side(client, sweep_runs: list) -> str:
+    from happysad.tracking import finished_trials
+
+    bests = [next(iter(finished_trials(client, s, limit=1)), None) for s in sweep_runs]
+    names = list(dict.fromkeys(k for b in bests if b for k in b.data.params))
+    rows = [["", *[s.info.run_name for s in sweep_runs]]]
+    rows.append(["tuner", *[s.data.params.get("tuner.name", "") for s in sweep_runs]])
+    rows.append(["objective", *[s.data.params.get("tuner.objective", "") for s in sweep_runs]])
+    rows.append(["data digest", *[s.data.tags.get("happysad.data_digest", "") for s in sweep_runs]])
+    rows.append(["best trial", *[b.info.run_name if b else "(none)" for b in bests]])
+    for m in TRIAL_METRICS:
+        rows.append([m, *[_value(b.data.metrics.get(m)) if b else "" for b in bests]])
+    for m in TEST_METRICS:
+        rows.append([m, *[_value(s.data.metrics.get(m)) for s in sweep_runs]])
+    for n in names:
+        rows.append([n, *[b.data.params.get(n, "") if b else "" for b in bests]])
+    digests = {s.data.tags.get("happysad.data_digest") for s in sweep_runs}
+    note = "" if len(digests) == 1 else "\nnote: the sweeps ran on different data (digests differ)"
+    return table(rows) + note
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m happysad.compare", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument(
+        "sweeps", nargs="*", metavar="SWEEP", help="sweep names (default: the latest sweep)"
+    )
+    parser.add_argument(
+        "--top", type=int, default=10, help="trials shown for one sweep (default 10)"
+    )
+    parser.add_argument(
+        "--experiment", default="happysad", help="the MLflow experiment (default happysad)"
+    )
+    args = parser.parse_args(argv)
+
+    from mlflow.tracking import MlflowClient
+
+    from happysad.tracking import check_reachable, find_sweeps, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI"))
+    try:
+        check_reachable(uri)
+        client = MlflowClient(uri)
+        experiment = client.get_experiment_by_name(args.experiment)
+        if experiment is None:
+            raise StoreError(
+                f"the store {uri} has no experiment '{args.experiment}': run a sweep first"
+            )
+        if args.sweeps:
+            runs = []
+            for name in args.sweeps:
+                found = find_sweeps(client, experiment.experiment_id, name, limit=1)
+                if not found:
+                    raise StoreError(f"no sweep named '{name}' in experiment '{args.experiment}'")
+                runs.append(found[0])
+        else:
+            runs = find_sweeps(client, experiment.experiment_id, limit=1)
+            if not runs:
+                raise StoreError(f"experiment '{args.experiment}' has no sweep yet: run one first")
+    except HappysadError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(top_trials(client, runs[0], args.top) if len(runs) == 1 else side_by_side(client, runs))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

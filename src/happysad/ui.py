@@ -1,0 +1,81 @@
+"""`python -m happysad.ui [--port 5000]`: the MLflow UI on this project's store.
+
+Starts `mlflow ui` on 127.0.0.1 over the store the sweeps write to (MLFLOW_TRACKING_URI,
+else ./mlruns), and prints the address of the latest sweep's page. With a tracking
+server, it only prints the page's address there. Ctrl-C stops it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from happysad.errors import HappysadError, StoreError
+
+
+def latest_sweep_page(uri: str, base: str) -> str:
+    """The address of the latest sweep's run page, or of the experiments list."""
+    from mlflow.tracking import MlflowClient
+
+    from happysad.tracking import find_sweeps
+
+    client = MlflowClient(uri)
+    experiments = client.search_experiments()
+    sweeps = [s for e in experiments for s in find_sweeps(client, e.experiment_id, limit=1)]
+    if not sweeps:
+        return f"{base}/#/experiments"
+    latest = max(sweeps, key=lambda r: r.info.start_time)
+    return f"{base}/#/experiments/{latest.info.experiment_id}/runs/{latest.info.run_id}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m happysad.ui", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1 (default 5000)")
+    args = parser.parse_args(argv)
+
+    from happysad.tracking import check_reachable, resolve_tracking_uri
+
+    uri = resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI"))
+    try:
+        check_reachable(uri)
+        if uri.startswith(("http://", "https://")):
+            print(f"the store is a tracking server: open {latest_sweep_page(uri, uri.rstrip('/'))}")
+            return 0
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", args.port)) == 0:
+                raise StoreError(
+                    f"port {args.port} on 127.0.0.1 is in use: choose another with --port"
+                )
+        page = latest_sweep_page(uri, f"http://127.0.0.1:{args.port}")
+    except HappysadError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    mlflow = Path(sys.executable).parent / "mlflow"
+    command = [
+        str(mlflow) if mlflow.exists() else "mlflow",
+        "ui",
+        "--backend-store-uri",
+        uri,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(args.port),
+    ]
+    print(f"MLflow UI on {uri}\nthe latest sweep: {page}\n(Ctrl-C stops it)", flush=True)
+    server = subprocess.Popen(command)
+    try:
+        return server.wait()
+    except KeyboardInterrupt:
+        server.terminate()
+        server.wait(timeout=30)
+        return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,189 @@
+"""The MLflow UI as a user sees it: a real server over a real sweep, in headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from happysad.sweep import run_sweep
+from tests.conftest import compose_config
+
+pytestmark = pytest.mark.slow
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def server(tiny, store_uri):
+    """A tiny sweep, and an MLflow server over its store on a free loopback port."""
+    result = run_sweep(compose_config([*tiny, "sweep.name=seen-in-a-browser"]))
+    port = _free_port()
+    mlflow = Path(sys.executable).parent / "mlflow"
+    process = subprocess.Popen(
+        [
+            str(mlflow),
+            "server",
+            "--backend-store-uri",
+            store_uri,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            urllib.request.urlopen(f"{base}/health", timeout=2)
+            break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                raise AssertionError(process.stdout.read().decode()[-3000:]) from None
+            time.sleep(0.5)
+    yield base, result
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def _api(base: str, path: str, body: dict) -> dict:
+    request = urllib.request.Request(
+        f"{base}/api/2.0/mlflow/{path}",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    return json.loads(urllib.request.urlopen(request, timeout=30).read())
+
+
+def test_the_rest_api_shows_the_sweep_and_its_trials(server):
+    base, result = server
+    runs = _api(
+        base,
+        "runs/search",
+        {
+            "experiment_ids": [result.experiment_id],
+            "filter": f"tags.mlflow.parentRunId = '{result.parent_run_id}'",
+        },
+    )["runs"]
+    assert sorted(r["info"]["run_name"] for r in runs) == ["trial-0", "trial-1"]
+    for run in runs:
+        params = {p["key"] for p in run["data"]["params"]}
+        metrics = {m["key"] for m in run["data"]["metrics"]}
+        assert {
+            "model.depth",
+            "model.filters_1",
+            "optimizer.learning_rate",
+            "data.batch_size",
+        } <= params
+        assert {"val_accuracy", "val_loss", "objective", "epoch_time"} <= metrics
+        assert run["info"]["status"] == "FINISHED"
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)"
+)
+def test_the_runs_table_shows_the_sweep_and_its_trials_in_chromium(server, tmp_path_factory):
+    from playwright.sync_api import sync_playwright
+
+    base, result = server
+    shots = tmp_path_factory.mktemp("screenshots")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        try:
+            page = browser.new_page(viewport={"width": 1600, "height": 1000})
+            page.goto(f"{base}/#/experiments/{result.experiment_id}/runs")
+            sweep_cell = page.get_by_text("seen-in-a-browser", exact=True).first
+            sweep_cell.wait_for(timeout=90_000)
+            # Trials are nested under their sweep: open its row.
+            row = page.locator("[role=row]", has=sweep_cell)
+            row.get_by_role("button").first.click()
+            for trial in ("trial-0", "trial-1"):
+                page.get_by_text(trial, exact=True).first.wait_for(timeout=30_000)
+            shot = shots / "runs-table.png"
+            page.screenshot(path=str(shot), full_page=True)
+            print(f"screenshot: {shot}")
+        finally:
+            browser.close()
+    assert shot.stat().st_size > 10_000
+
+
+def test_compare_prints_the_top_trials_and_sweeps_side_by_side(
+    tiny, store_uri, monkeypatch, capsys
+):
+    from happysad import compare
+
+    run_sweep(compose_config([*tiny, "sweep.name=left"]))
+    run_sweep(compose_config([*tiny, "sweep.name=right", "tuner.max_trials=1"]))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store_uri)
+    assert compare.main([]) == 0
+    latest = capsys.readouterr().out
+    assert latest.startswith(
+        "sweep 'right': 1 best of 1 finished trials; test split of the best: accuracy"
+    )
+    assert "trial-0" in latest and "model.depth" in latest
+    assert compare.main(["left", "right"]) == 0
+    both = capsys.readouterr().out.splitlines()
+    assert both[0].split() == ["left", "right"]
+    assert any(line.startswith("test_accuracy") for line in both)
+    assert compare.main(["nowhere"]) == 2
+    assert "no sweep named 'nowhere'" in capsys.readouterr().err
+
+
+def test_ui_starts_the_mlflow_ui_and_names_the_latest_sweep(tiny, store_uri, tmp_path):
+    result = run_sweep(compose_config([*tiny, "sweep.name=latest", "tuner.max_trials=1"]))
+    port = _free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "happysad.ui", "--port", str(port)],
+        env={**os.environ, "MLFLOW_TRACKING_URI": store_uri},
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        lines = [process.stdout.readline() for _ in range(2)]
+        assert lines[1].strip() == (
+            f"the latest sweep: http://127.0.0.1:{port}/#/experiments/"
+            f"{result.experiment_id}/runs/{result.parent_run_id}"
+        )
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
+                break
+            except OSError:
+                assert process.poll() is None and time.monotonic() < deadline, (
+                    "the UI did not start"
+                )
+                time.sleep(0.5)
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
