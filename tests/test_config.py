@@ -24,6 +24,7 @@ GROUPS = ["data", "model", "augmentation", "optimizer", "tuner", "mlflow", "debu
 NEEDS = {
     "data=folder": ["data.path=/somewhere"],
     "data=fer2013": ["data.path=/data/fer2013.csv"],
+    "experiment=fer2013": ["data.path=/data/fer2013"],
     "mlflow=server": ["mlflow.tracking_uri=http://x:5000"],
 }
 
@@ -42,7 +43,7 @@ def test_every_group_option_composes_and_validates(option):
 
 @pytest.mark.parametrize("preset", sorted(p.stem for p in experiments_dir().glob("*.yaml")))
 def test_every_experiment_composes_and_has_a_note(preset):
-    typed_config([f"experiment={preset}"])
+    typed_config([f"experiment={preset}", *NEEDS.get(f"experiment={preset}", [])])
     text = (experiments_dir() / f"{preset}.yaml").read_text()
     assert text.splitlines()[1].startswith("# "), "each preset says what it is for"
 
@@ -150,7 +151,7 @@ def test_help_answers_without_importing_tensorflow():
     )
     assert helped.returncode == 0, helped.stderr
     assert "tuner: bayesian, grid, hyperband, random\n" in helped.stdout
-    assert "experiment: quick, seed_baseline\n" in helped.stdout
+    assert "experiment: fer2013, quick, seed_baseline\n" in helped.stdout
     assert "schema" not in helped.stdout.split("== Config")[1].split("==")[0]
 
 

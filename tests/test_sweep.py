@@ -11,7 +11,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from happysad.errors import ConfigError, DataError, SweepFailed
+from happysad.errors import DataError, SweepFailed
 from happysad.sweep import run_sweep
 from tests.conftest import compose_config
 
@@ -58,7 +58,21 @@ def test_a_tiny_sweep_records_every_trial(tiny, store_uri):
         "plots/objective_per_trial.png",
         "plots/test_confusion_matrix.png",
         "plots/test_roc.png",
+        "plots/test_precision_recall.png",
+        "plots/parallel_coordinates.png",
+        "plots/hyperparameter_importance.png",
+        "sweep_report.html",
+        "best_trial.json",
     } <= set(_artifacts(client, parent.info.run_id))
+    page = mlflow.artifacts.load_text(f"{parent.info.artifact_uri}/sweep_report.html")
+    assert "<h1>Sweep tiny-1</h1>" in page and page.count("data:image/png;base64,") == 6
+    assert "trial-0" in page and "trial-1" in page and '<img src="http' not in page
+    # Lineage: the sweep and each trial name the same data set, by the digest of its pixels.
+    digest = parent.data.tags["happysad.data_digest"]
+    (dataset,) = parent.inputs.dataset_inputs
+    assert dataset.dataset.digest == digest and '"train_images": 84' in dataset.dataset.profile
+    assert all(c.data.tags["happysad.data_digest"] == digest for c in children)
+    assert all(c.inputs.dataset_inputs[0].dataset.digest == digest for c in children)
     config_text = mlflow.artifacts.load_text(f"{parent.info.artifact_uri}/config/config.yaml")
     assert "name: tiny-1" in config_text and "epochs: 2" in config_text
 
@@ -84,6 +98,8 @@ def test_a_tiny_sweep_records_every_trial(tiny, store_uri):
             "plots/learning_curves.png",
             "plots/val_confusion_matrix.png",
             "plots/val_roc.png",
+            "plots/val_precision_recall.png",
+            "plots/val_most_wrong.png",
         } <= set(_artifacts(client, child.info.run_id))
 
     best = result.best
@@ -93,7 +109,17 @@ def test_a_tiny_sweep_records_every_trial(tiny, store_uri):
     assert prob.shape == (3, 1) and np.all((prob >= 0) & (prob <= 1))
     pyfunc = mlflow.pyfunc.load_model(best["model_uri"])
     assert pyfunc.metadata.metadata["happysad"]["preprocessing"]["image_size"] == 32
-    assert pyfunc.metadata.get_input_schema().inputs[0].shape == (-1, 32, 32, 1)
+    # The python_function flavour takes image files, of any size, as they are on disk.
+    import io
+
+    import pandas as pd
+    from PIL import Image
+
+    png = io.BytesIO()
+    Image.new("RGB", (70, 50), (90, 120, 30)).save(png, format="PNG")
+    answer = pyfunc.predict(pd.DataFrame({"image": [png.getvalue(), b"not an image"]}))
+    assert answer.loc[0, "label"] in ("happy", "sad") and 0 <= answer.loc[0, "probability"] <= 1
+    assert answer.loc[1, "error"] == "not an image Pillow can read"
 
 
 def test_failed_trials_are_recorded_and_an_all_failed_sweep_raises(tiny, store_uri):
@@ -105,12 +131,6 @@ def test_failed_trials_are_recorded_and_an_all_failed_sweep_raises(tiny, store_u
     assert len(children) == 2 and {c.info.status for c in children} == {"FAILED"}
     assert "shrinks 32x32 images" in children[0].data.tags["happysad.failure"]
     assert "failure.txt" in _artifacts(client, children[0].info.run_id)
-
-
-def test_a_sweep_name_is_not_reused(tiny):
-    run_sweep(compose_config([*tiny, "tuner.max_trials=1", "sweep.name=once"]))
-    with pytest.raises(ConfigError, match="already exists"):
-        run_sweep(compose_config([*tiny, "tuner.max_trials=1", "sweep.name=once"]))
 
 
 def test_a_missing_data_folder_is_a_clear_error(tiny, tmp_path):

@@ -278,8 +278,11 @@ class MlflowConfig:
 class SweepConfig:
     # null: a fresh name for every run (sweep-<date>-<time>-<random>).
     name: str | None = None
-    # keras-tuner keeps each sweep's trial state in <dir>/<name>.
+    # keras-tuner keeps each sweep's trial state in <dir>/<name>; running a named
+    # sweep again continues it there.
     dir: str = "outputs/sweeps"
+    # Start the named sweep afresh instead of continuing it (its earlier runs stay).
+    restart: bool = False
 
 
 @dataclass
@@ -293,6 +296,39 @@ class Config:
     sweep: SweepConfig = field(default_factory=SweepConfig)
     # Seeds the search (trial sequence), weight initialisation and shuffling.
     seed: int = 42
+    # TensorFlow's op determinism: the same seed and config give the same metrics too,
+    # at some cost in speed.
+    deterministic: bool = False
+
+
+class TestMetric(Enum):
+    """Metrics of the held-out test split that promotion compares."""
+
+    accuracy = "accuracy"
+    auc = "auc"
+    precision = "precision"
+    recall = "recall"
+
+
+@dataclass
+class PromoteSettings:
+    # An explicit trial run to promote; by default the best finished trial of the
+    # sweep named by sweep.name, or of the most recent sweep.
+    run_id: str | None = None
+    model_name: str = "happysad"
+    metric: TestMetric = TestMetric.accuracy
+    # The candidate must be at least this much better than the champion on the metric
+    # (0: at least as good).
+    margin: float = 0.0
+    force: bool = False
+    dry_run: bool = False
+
+
+@dataclass
+class PromoteConfig:
+    mlflow: MlflowConfig = MISSING
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    promote: PromoteSettings = field(default_factory=PromoteSettings)
 
 
 # --- where the configs live --------------------------------------------------------
@@ -340,6 +376,7 @@ def register_configs() -> None:
     OmegaConf.register_new_resolver("happysad_groups", _group_listing, replace=True)
     cs = ConfigStore.instance()
     cs.store(name="happysad_config", node=Config)
+    cs.store(name="happysad_promote_config", node=PromoteConfig)
     for path, node in _SCHEMAS.items():
         group, name = path.split("/")
         cs.store(group=f"schema/{group}", name=name, node=node)
@@ -552,6 +589,19 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:g}"
     return str(v)
+
+
+def data_config(values: dict[str, Any]) -> DataConfig:
+    """A data section, as recorded with a sweep (config/config.yaml), typed again."""
+    schemas = {
+        "synthetic": SyntheticDataConfig,
+        "folder": FolderDataConfig,
+        "fer2013": Fer2013DataConfig,
+    }
+    schema = schemas.get(values.get("source"))
+    if schema is None:
+        raise ConfigError(f"data.source={values.get('source')!r} is not one of {sorted(schemas)}")
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), values))
 
 
 def to_typed(cfg: DictConfig) -> Config:

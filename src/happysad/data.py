@@ -70,6 +70,7 @@ class ImageData:
     val: Split
     test: Split
     path: str  # the folder or file the images were read from
+    name: str  # what the data set is called in MLflow: "synthetic", or the folder's name
     preprocessing: Preprocessing
     digest: str  # of the decoded pixels and labels of every split
     skipped: list[tuple[str, str]] = field(default_factory=list)
@@ -88,7 +89,7 @@ class ImageData:
 
     def summary(self) -> dict[str, Any]:
         """Counts per split and class, as recorded with the sweep."""
-        out: dict[str, Any] = {"path": self.path, "digest": self.digest}
+        out: dict[str, Any] = {"name": self.name, "path": self.path, "digest": self.digest}
         out.update({k: v for k, v in self.preprocessing.to_dict().items()})
         for name in SPLITS:
             split = getattr(self, name)
@@ -163,6 +164,7 @@ def load(data: Any) -> ImageData:
         images = _build(entries, root, prep, data)
         if data.cache:
             _write_cache(cache, images)
+    images.name = "synthetic" if isinstance(data, SyntheticDataConfig) else root.stem
     if data.class_weight is ClassWeight.balanced:
         images.class_weight = _balanced_weights(images.train.y)
     return images
@@ -333,6 +335,7 @@ def _build(entries: list[Entry], root: Path, prep: Preprocessing, data: Any) -> 
     return ImageData(
         **splits,
         path=str(root.resolve()),
+        name=root.stem,
         preprocessing=prep,
         digest=_content_digest(splits),
         skipped=skipped,
@@ -479,6 +482,7 @@ def _read_cache(path: Path, root: Path, prep: Preprocessing) -> ImageData | None
     return ImageData(
         **splits,
         path=str(root.resolve()),
+        name=root.stem,
         preprocessing=prep,
         digest=meta["digest"],
         skipped=[tuple(s) for s in meta["skipped"]],

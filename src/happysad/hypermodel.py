@@ -9,6 +9,7 @@ the `model.filters` space and active only when the network has that block.
 from __future__ import annotations
 
 import contextlib
+import math
 from enum import Enum
 from typing import Any
 
@@ -16,7 +17,8 @@ import keras
 import keras_tuner
 from keras import layers
 
-from happysad.config import Config, IntSpace, OptimizerName, Padding, Sampling, space_values
+from happysad import architecture
+from happysad.config import Config, IntSpace, OptimizerName, Sampling, space_values
 from happysad.data import ImageData, to_dataset
 
 
@@ -43,6 +45,25 @@ def declare(hp: keras_tuner.HyperParameters, name: str, space: Any) -> Any:
 
 def _plain(value: Any) -> Any:
     return value.value if isinstance(value, Enum) else value
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Fail the trial, with the reason, the moment the loss stops being a number.
+
+    Keras' TerminateOnNaN only stops training and leaves keras-tuner a NaN score to
+    retry; a FailedTrialError ends the trial as FAILED and the search goes on."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+            raise keras_tuner.errors.FailedTrialError(
+                f"the loss became {float(loss)} at epoch {self._epoch + 1}, batch {batch + 1}: "
+                f"optimizer.learning_rate={lr:g} is likely too high for this model"
+            )
 
 
 class FaceHyperModel(keras_tuner.HyperModel):
@@ -85,7 +106,7 @@ class FaceHyperModel(keras_tuner.HyperModel):
         dropout = declare(hp, "model.dropout", m.dropout)
         augmentation = self._augmentation(hp)
         optimizer = self._optimizer(hp)
-        misfit = self._misfit(depth, kernel)
+        misfit = architecture.misfit(self.input_shape[0], depth, kernel, m.padding)
         if misfit and self._discovering:
             return None  # every hyperparameter is declared; nothing to build
         if misfit:
@@ -114,20 +135,6 @@ class FaceHyperModel(keras_tuner.HyperModel):
         )
         return model
 
-    def _misfit(self, depth: int, kernel: int) -> str | None:
-        """Why the blocks would shrink the images to nothing, or None if they fit."""
-        side = self.input_shape[0]
-        for block in range(1, depth + 1):
-            side = (side - kernel + 1 if self.cfg.model.padding is Padding.valid else side) // 2
-            if side < 1:
-                return (
-                    f"model.depth={depth} with model.kernel_size={kernel} shrinks "
-                    f"{self.input_shape[0]}x{self.input_shape[0]} images to nothing by block {block}: "
-                    "lower model.depth or model.kernel_size, use model.padding=same, "
-                    "or raise data.image_size"
-                )
-        return None
-
     def fit(self, hp, model, data: ImageData, callbacks=None, epochs=None, **kwargs):
         batch_size = declare(hp, "data.batch_size", self.cfg.data.batch_size)
         tuner = self.cfg.tuner
@@ -145,7 +152,7 @@ class FaceHyperModel(keras_tuner.HyperModel):
             to_dataset(data.train, batch_size, shuffle=True, seed=self.cfg.seed),
             validation_data=to_dataset(data.val, batch_size, shuffle=False, seed=self.cfg.seed),
             epochs=epochs or tuner.epochs,
-            callbacks=[*(callbacks or []), stop],
+            callbacks=[*(callbacks or []), StopOnNonFiniteLoss(), stop],
             class_weight=data.class_weight,
             shuffle=False,  # the pipeline shuffles
             **{"verbose": 0, **kwargs},

@@ -125,3 +125,176 @@ def _best_epoch(values: Sequence[float] | None, objective: str) -> int | None:
 
 def _all(history: dict[str, Sequence[float]], name: str) -> list[float]:
     return list(history[name]) + list(history.get(f"val_{name}", []))
+
+
+def pr(
+    recall: np.ndarray, precision: np.ndarray, average: float, base_rate: float, title: str
+) -> Figure:
+    """Precision against recall of "happy"; the dotted line is a coin weighted by the base rate."""
+    fig = Figure(figsize=(4.2, 4.0))
+    ax = fig.subplots()
+    ax.step(
+        recall, precision, where="post", color=VAL, lw=2, label=f"average precision {average:.3f}"
+    )
+    ax.axhline(base_rate, color="gray", ls=":", lw=1, label=f"chance ({base_rate:.2f})")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.set_xlabel("recall (happy found)")
+    ax.set_ylabel("precision (happy calls right)")
+    ax.set_title(title)
+    ax.legend(loc="lower left")
+    ax.grid(alpha=0.3)
+    fig.subplots_adjust(left=0.16, right=0.96, bottom=0.13, top=0.92)
+    return fig
+
+
+def wrong_grid(
+    images: np.ndarray,
+    labels: np.ndarray,
+    prob: np.ndarray,
+    class_names: Sequence[str],
+    title: str,
+    columns: int = 6,
+) -> Figure:
+    """The images the model got most confidently wrong, with truth and P(happy).
+
+    One mosaic in one axes: a subplot per image costs half a second a trial."""
+    count = len(images)
+    rows = max(1, -(-count // columns))
+    side = images.shape[1] if count else 48
+    pad, caption = side // 8, side // 3
+    cell_w, cell_h = side + 2 * pad, side + pad + caption
+    mosaic = np.full((rows * cell_h, columns * cell_w), 255, np.uint8)
+    gray = (
+        images[..., 0]
+        if count and images.shape[-1] == 1
+        else images.mean(axis=-1)
+        if count
+        else images
+    )
+    for i in range(count):
+        r, c = divmod(i, columns)
+        top, left = r * cell_h + caption, c * cell_w + pad
+        mosaic[top : top + side, left : left + side] = gray[i]
+    fig = Figure(figsize=(1.6 * columns, 1.6 * rows * cell_h / cell_w + 0.4))
+    ax = fig.add_axes((0, 0, 1, 1 - 0.4 / fig.get_figheight()))
+    ax.imshow(mosaic, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
+    ax.set_axis_off()
+    for i in range(count):
+        r, c = divmod(i, columns)
+        truth = class_names[int(labels[i])]
+        ax.text(
+            c * cell_w + cell_w / 2,
+            r * cell_h + caption * 0.75,
+            f"true {truth}, P(happy) {prob[i]:.2f}",
+            ha="center",
+            va="bottom",
+            fontsize=7,
+            color="#b00",
+        )
+    if count == 0:
+        ax.text(
+            mosaic.shape[1] / 2,
+            mosaic.shape[0] / 2,
+            "no validation image was misclassified",
+            ha="center",
+            va="center",
+        )
+    fig.suptitle(title, fontsize=10, y=0.995, va="top")
+    return fig
+
+
+def parallel_coordinates(
+    values: list[dict], scores: list[float], objective: str, maximize: bool
+) -> Figure:
+    """One line per finished trial across its hyperparameters, coloured by the objective;
+    the best trial drawn thick. Each axis is scaled to its own range (log for learning
+    rates and other ranges spanning a factor of 20 or more); choices are spread evenly."""
+    names = sorted({k for v in values for k in v if len({str(x.get(k)) for x in values}) > 1})
+    fig = Figure(figsize=(max(6.4, 1.25 * (len(names) + 1)), 4.4))
+    ax = fig.subplots()
+    if not names or not scores:
+        ax.text(
+            0.5, 0.5, "fewer than two finished trials, or nothing varied", ha="center", va="center"
+        )
+        ax.set_axis_off()
+        return fig
+    columns, ticks = [], []
+    for name in names:
+        scaled, labels = _axis([v.get(name) for v in values])
+        columns.append(scaled)
+        ticks.append(labels)
+    y = np.asarray(scores, float)
+    low, high = float(np.nanmin(y)), float(np.nanmax(y))
+    columns.append((y - low) / (high - low or 1.0))
+    ticks.append([(0.0, f"{low:.3g}"), (1.0, f"{high:.3g}")])
+    data = np.asarray(columns).T
+    cmap = matplotlib_colormap("viridis")
+    best = int(np.nanargmax(y) if maximize else np.nanargmin(y))
+    order = np.argsort(y if maximize else -y)  # the best drawn last, on top
+    for i in order:
+        shade = (y[i] - low) / (high - low or 1.0)
+        ax.plot(
+            range(len(names) + 1),
+            data[i],
+            color=cmap(shade if maximize else 1 - shade),
+            lw=3.0 if i == best else 1.2,
+            alpha=1.0 if i == best else 0.75,
+        )
+    for x, labels in enumerate(ticks):
+        ax.axvline(x, color="gray", lw=0.8)
+        for position, text in labels:
+            ax.text(x + 0.03, position, text, fontsize=7, va="center")
+    ax.set_xticks(range(len(names) + 1), [*names, objective], rotation=30, ha="right", fontsize=8)
+    ax.set_yticks([])
+    ax.set_ylim(-0.05, 1.05)
+    ax.set_title(f"hyperparameters against {objective} (best trial thick)")
+    fig.subplots_adjust(left=0.04, right=0.97, bottom=0.3, top=0.92)
+    return fig
+
+
+def _axis(column: list) -> tuple[np.ndarray, list[tuple[float, str]]]:
+    present = [c for c in column if c is not None]
+    numeric = all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in present)
+    if numeric and len(set(present)) > 1:
+        arr = np.asarray([np.nan if c is None else c for c in column], float)
+        low, high = np.nanmin(arr), np.nanmax(arr)
+        log_scale = low > 0 and high / low >= 20
+        f = np.log10 if log_scale else (lambda a: a)
+        scaled = (f(arr) - f(low)) / (f(high) - f(low))
+        return np.nan_to_num(scaled, nan=-0.05), [(0.0, f"{low:.3g}"), (1.0, f"{high:.3g}")]
+    levels = sorted({str(c) for c in present}, key=_natural)
+    position = {level: i / max(len(levels) - 1, 1) for i, level in enumerate(levels)}
+    scaled = np.asarray([position[str(c)] if c is not None else -0.05 for c in column])
+    return scaled, [(p, level) for level, p in position.items()]
+
+
+def _natural(text: str):
+    try:
+        return (0, float(text), "")
+    except ValueError:
+        return (1, 0.0, text)
+
+
+def matplotlib_colormap(name: str):
+    from matplotlib import colormaps
+
+    return colormaps[name]
+
+
+def importance_bars(importance: dict[str, float], objective: str, trials: int) -> Figure:
+    names = list(importance)[:12][::-1]
+    fig = Figure(figsize=(6.4, 0.45 * max(len(names), 2) + 1.3))
+    ax = fig.subplots()
+    if names:
+        ax.barh(names, [importance[n] for n in names], color=TRAIN)
+        ax.set_xlim(0, 1)
+    else:
+        ax.text(0.5, 0.5, "not enough finished trials that differ", ha="center", va="center")
+    ax.set_xlabel(f"share of the spread of {objective} explained (eta squared, {trials} trials)")
+    ax.set_title("how much each hyperparameter mattered (a rough estimate)")
+    ax.grid(axis="x", alpha=0.3)
+    fig.subplots_adjust(
+        left=0.34, right=0.97, bottom=0.8 / (0.45 * max(len(names), 2) + 1.3), top=0.88
+    )
+    return fig

@@ -27,12 +27,12 @@ def value(v: Any) -> str:
 class Console:
     """Trial k of n, its hyperparameters, epochs, best so far, elapsed and remaining time."""
 
-    def __init__(self, planned_trials: int | None, objective: str):
+    def __init__(self, planned_trials: int | None, objective: str, done: int = 0):
         self.planned = planned_trials
         self.objective = objective
         self.started = time.monotonic()
         self.durations: list[float] = []
-        self.begun = 0
+        self.begun = done  # trials an earlier run of this sweep finished
 
     def trial_begin(self, trial_id: str, hyperparameters: dict[str, Any]) -> None:
         self.begun += 1

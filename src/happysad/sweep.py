@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -22,10 +23,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import hydra  # noqa: E402
 from hydra.core.hydra_config import HydraConfig  # noqa: E402
+from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from happysad.config import Config, config_dir, describe, register_configs, searchable, to_typed  # noqa: E402
-from happysad.errors import ConfigError, HappysadError, SweepFailed  # noqa: E402
+from happysad.errors import ConfigError, HappysadError, SweepFailed, SweepInterrupted  # noqa: E402
 from happysad.progress import duration, value  # noqa: E402
 
 log = logging.getLogger("happysad")
@@ -53,53 +55,86 @@ def fresh_name() -> str:
     return f"sweep-{datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
 
 
-def run_sweep(cfg: DictConfig, overrides: Sequence[str] = ()) -> SweepResult:
-    """Run one sweep as configured; raise a HappysadError the user can act on."""
+def run_sweep(
+    cfg: DictConfig, overrides: Sequence[str] = (), tags: dict[str, str] | None = None
+) -> SweepResult:
+    """Run one sweep as configured, or continue the named sweep where it stopped.
+
+    Raises a HappysadError the user can act on; `tags` go on the sweep's parent run
+    (the entry point passes the multirun's id)."""
     typed = to_typed(cfg)
     typed.sweep.name = typed.sweep.name or fresh_name()
     name = typed.sweep.name
-    tuner_dir = Path(typed.sweep.dir) / name
-    if tuner_dir.exists():
-        raise ConfigError(
-            f"a sweep named '{name}' already exists in {tuner_dir}: "
-            "choose another sweep.name, or delete that folder to start it again"
-        )
+    from happysad import resume
+
+    if typed.sweep.restart:
+        resume.clear(typed)
+    state = resume.read(typed)
 
     # Heavy imports only now that the config is known to be good.
     from happysad import data as data_module
-    from happysad import tracking
+    from happysad import preflight, tracking
 
     started = time.monotonic()
+    action = "continuing" if state else "starting"
     log.info(
-        f"happysad sweep '{name}': tuner {typed.tuner.name.value}, "
+        f"happysad: {action} sweep '{name}': tuner {typed.tuner.name.value}, "
         f"objective {typed.tuner.objective.value}"
     )
+    # The preflight: what would otherwise fail later, checked before the first trial.
+    preflight.check_packages()
     images = data_module.load(typed.data)
     _log_data(images)
     uri = tracking.resolve_tracking_uri(typed.mlflow.tracking_uri)
+    artifacts = tracking.local_artifact_root(uri)
+    preflight.check_store(uri, artifacts)
+    preflight.check_disk(
+        typed, images.input_shape[2], [Path(typed.sweep.dir), *([artifacts] if artifacts else [])]
+    )
     experiment_id = tracking.open_experiment(uri, typed.mlflow.experiment)
     log.info(f"MLflow store: {uri} (experiment '{typed.mlflow.experiment}')")
 
-    sweep = tracking.SweepRun(experiment_id, name)
+    fingerprint = resume.fingerprint(typed, images.digest)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     resolved["sweep"]["name"] = name
-    space = {key: describe(s) for key, s in searchable(typed).items()}
-    sweep.start(
-        config_yaml=OmegaConf.to_yaml(resolved),
-        overrides=list(overrides),
-        params=_sweep_params(typed),
-        data_summary=images.summary(),
-        skipped=images.skipped,
-        search_space=space,
-    )
-    log.info("search space:")
-    for key, text in space.items():
-        log.info(f"  {key:<28} {text}")
+    config_yaml = OmegaConf.to_yaml(resolved)
+    sweep = tracking.SweepRun(experiment_id, name)
+    if state is not None:
+        resume.check_continuable(state, typed, fingerprint, uri)
+        previous = _continue(sweep, state, config_yaml, overrides, images)
+    else:
+        space = {key: describe(s) for key, s in searchable(typed).items()}
+        sweep.start(
+            config_yaml=config_yaml,
+            overrides=list(overrides),
+            params=_sweep_params(typed),
+            data_summary=images.summary(),
+            skipped=images.skipped,
+            search_space=space,
+            tags=tags,
+        )
+        resume.write(typed, resume.SweepState(name, uri, experiment_id, sweep.run_id, fingerprint))
+        previous = []
+        log.info("search space:")
+        for key, text in space.items():
+            log.info(f"  {key:<28} {text}")
+    if typed.deterministic:
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
     try:
-        result = _search(typed, images, sweep, uri, experiment_id)
+        result = _search(typed, images, sweep, uri, experiment_id, previous)
+    except KeyboardInterrupt:
+        sweep.end(tracking.KILLED, reason="stopped by the user (Ctrl-C or SIGTERM)")
+        again = " ".join(
+            [*(o for o in overrides if not o.startswith("sweep.name=")), f"sweep.name={name}"]
+        )
+        raise SweepInterrupted(
+            f"sweep '{name}' stopped; its trial and sweep runs are marked KILLED in MLflow. "
+            f"To go on where it stopped: python -m happysad.sweep {again}"
+        ) from None
     except BaseException as err:
-        status = tracking.KILLED if isinstance(err, KeyboardInterrupt) else tracking.FAILED
-        sweep.end(status, reason=f"{type(err).__name__}: {err}")
+        sweep.end(tracking.FAILED, reason=f"{type(err).__name__}: {err}")
         raise
     _log_summary(result, typed, time.monotonic() - started)
     if result.best is None or result.stopped_early:
@@ -109,13 +144,46 @@ def run_sweep(cfg: DictConfig, overrides: Sequence[str] = ()) -> SweepResult:
     return result
 
 
-def _search(cfg: Config, images, sweep, uri: str, experiment_id: str) -> SweepResult:
-    from happysad import tracking, tuning
+def _continue(
+    sweep, state, config_yaml: str, overrides: Sequence[str], images
+) -> list[dict[str, Any]]:
+    """Reopen the sweep's parent run; close what a hard kill left running."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        resumed = sweep.resume(
+            state.parent_run_id,
+            config_yaml=config_yaml,
+            overrides=list(overrides),
+            data_summary=images.summary(),
+        )
+    except MlflowException as err:
+        raise ConfigError(
+            f"sweep '{state.name}': its MLflow run {state.parent_run_id} is not in {state.tracking_uri} "
+            f"({err.message}): add sweep.restart=true to start it afresh"
+        ) from err
+    killed = sweep.close_interrupted_trials()
+    previous = sweep.previous_trials()
+    log.info(
+        f"sweep '{state.name}' continued (time {resumed}): {len(previous)} trials recorded so far"
+    )
+    if killed:
+        log.warning(
+            f"marked KILLED the runs of trials interrupted earlier: "
+            f"{', '.join('trial-' + t for t in killed)}; they run again"
+        )
+    return previous
+
+
+def _search(
+    cfg: Config, images, sweep, uri: str, experiment_id: str, previous: list
+) -> SweepResult:
+    from happysad import report, tracking, tuning
     from happysad.hypermodel import FaceHyperModel
 
     hypermodel = FaceHyperModel(cfg, images.input_shape)
     tuner = tuning.make_tuner(
-        cfg, hypermodel, cfg.sweep.dir, cfg.sweep.name, sweep=sweep, data=images
+        cfg, hypermodel, cfg.sweep.dir, cfg.sweep.name, sweep=sweep, data=images, previous=previous
     )
     stopped = None
     try:
@@ -136,72 +204,33 @@ def _search(cfg: Config, images, sweep, uri: str, experiment_id: str) -> SweepRe
         best=best,
         stopped_early=stopped,
     )
-    figures, tables, metrics, params, tags = _sweep_outcome(cfg, images, tuner, result, maximize)
+    # The test split is looked at once, here, and never for choosing a model.
+    test_prob = (
+        _best_model_probabilities(tuner, best, images) if best and len(images.test) else None
+    )
+    outcome = report.build(
+        name=cfg.sweep.name,
+        tuner=cfg.tuner.name.value,
+        objective=cfg.tuner.objective.value,
+        maximize=maximize,
+        results=result.results,
+        best=best,
+        test_y=images.test.y,
+        test_prob=test_prob,
+        data_summary=images.summary(),
+        stopped_early=stopped,
+    )
+    result.test_metrics = {k: v for k, v in outcome.metrics.items() if k.startswith("test_")}
     sweep.finish(
-        status=tracking.FINISHED if best and not stopped else tracking.FAILED,
-        metrics=metrics,
-        params=params,
-        tags=tags,
-        figures=figures,
-        tables=tables,
+        status=tracking.FINISHED if best and not stopped else tracking.FAILED, outcome=outcome
     )
     return result
-
-
-def _sweep_outcome(cfg: Config, images, tuner, result: SweepResult, maximize: bool):
-    """What the parent run gets at the end: best trial, table, plots, test metrics."""
-    from happysad import evaluation, plots
-    from happysad.data import CLASS_NAMES
-
-    objective = cfg.tuner.objective.value
-    trials = result.results
-    figures = {
-        "plots/objective_per_trial.png": plots.objective_per_trial(
-            [int(r["trial_id"]) for r in trials], [r["score"] for r in trials], objective, maximize
-        )
-    }
-    tables = {"trials.csv": trials_csv(trials)}
-    metrics: dict[str, float] = {
-        "trials_finished": float(len(trials) - len(result.failed)),
-        "trials_failed": float(len(result.failed)),
-    }
-    params: dict[str, Any] = {}
-    tags: dict[str, str] = {}
-    best = result.best
-    if best is None:
-        return figures, tables, metrics, params, tags
-    metrics["best_objective"] = best["score"]
-    tags["happysad.best_trial_id"] = best["trial_id"]
-    tags["happysad.best_run_id"] = best["run_id"]
-    params = {f"best.{k}": v for k, v in best["hyperparameters"].items()}
-    if best["model_uri"]:
-        tags["happysad.best_model_uri"] = best["model_uri"]
-    if len(images.test):
-        # The test split is looked at once, here, and never for choosing a model.
-        prob = _best_model_probabilities(tuner, best, images)
-        result.test_metrics = {
-            f"test_{k}": v for k, v in evaluation.binary_metrics(images.test.y, prob).items()
-        }
-        metrics.update(result.test_metrics)
-        fpr, tpr = evaluation.roc_curve(images.test.y, prob)
-        figures["plots/test_confusion_matrix.png"] = plots.confusion_matrix(
-            evaluation.confusion(images.test.y, prob),
-            CLASS_NAMES,
-            f"test, best model (trial-{best['trial_id']})",
-        )
-        figures["plots/test_roc.png"] = plots.roc(
-            fpr,
-            tpr,
-            result.test_metrics["test_auc"],
-            f"test ROC, best model (trial-{best['trial_id']})",
-        )
-    return figures, tables, metrics, params, tags
 
 
 def _best_model_probabilities(tuner, best: dict[str, Any], images):
     """P(happy) on the test split from the best model: the one logged to MLflow when
     there is one (so the artifact itself is checked), else keras-tuner's checkpoint."""
-    from happysad.tuning import predict
+    from happysad.pyfunc import probabilities
 
     if best["model_uri"]:
         import mlflow
@@ -209,25 +238,7 @@ def _best_model_probabilities(tuner, best: dict[str, Any], images):
         model = mlflow.keras.load_model(best["model_uri"])
     else:
         model = tuner.load_model(tuner.oracle.get_trial(best["trial_id"]))
-    return predict(model, images.test.x)
-
-
-def trials_csv(results: list[dict[str, Any]]) -> str:
-    names = list(dict.fromkeys(k for r in results for k in r["hyperparameters"]))
-    header = ["trial_id", "status", "score", "seconds", "run_id", *names, "reason"]
-    rows = [",".join(header)]
-    for r in results:
-        cells = [
-            r["trial_id"],
-            str(r["status"]),
-            "" if r["score"] is None else f"{r['score']:.6g}",
-            f"{r['seconds']:.1f}",
-            r["run_id"] or "",
-        ]
-        cells += [str(r["hyperparameters"].get(n, "")) for n in names]
-        cells.append((r["reason"] or "").replace(",", ";").replace("\n", " "))
-        rows.append(",".join(cells))
-    return "\n".join(rows) + "\n"
+    return probabilities(model, images.test.x)
 
 
 def _sweep_params(cfg: Config) -> dict[str, Any]:
@@ -325,11 +336,30 @@ def _beside_python(program: str) -> str:
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
 def main(cfg: DictConfig) -> None:
+    hydra_cfg = HydraConfig.get()
+    tags = {}
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        # The jobs of one `-m` run share its folder: its name identifies the multirun.
+        tags = {
+            "happysad.multirun": Path(hydra_cfg.sweep.dir).name,
+            "happysad.multirun_job": str(hydra_cfg.job.num),
+        }
+    # A kill from a job scheduler ends the sweep as cleanly as Ctrl-C does.
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        run_sweep(cfg, overrides=list(HydraConfig.get().overrides.task))
+        run_sweep(cfg, overrides=list(hydra_cfg.overrides.task), tags=tags)
+    except SweepInterrupted as err:
+        log.warning(str(err))
+        sys.exit(130)
     except HappysadError as err:
         log.error(f"error: {err}")
         sys.exit(2 if isinstance(err, ConfigError) else 1)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

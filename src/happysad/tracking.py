@@ -13,6 +13,7 @@ import io
 import json
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,35 @@ def _sqlite_path(uri: str) -> Path | None:
     return Path(uri[len("sqlite:///") :])
 
 
+def local_artifact_root(uri: str) -> Path | None:
+    """Where a local SQLite store keeps artifacts: beside its database
+    (mlruns/mlflow.db and mlruns/artifacts/); None for a server."""
+    db = _sqlite_path(uri)
+    return None if db is None else (db.parent / "artifacts").resolve()
+
+
+def check_reachable(uri: str) -> None:
+    """For commands that read a store: it must exist (SQLite) or answer (a server)."""
+    db = _sqlite_path(uri)
+    if db is not None:
+        if not db.is_file():
+            raise StoreError(
+                f"no MLflow store at {db}: run a sweep here first (make sweep), or point "
+                "MLFLOW_TRACKING_URI (or mlflow.tracking_uri) at the store that has the runs"
+            )
+        return
+    if uri.startswith(("http://", "https://")):
+        import requests
+
+        try:
+            requests.get(uri.rstrip("/") + "/health", timeout=5).raise_for_status()
+        except requests.RequestException as err:
+            raise StoreError(
+                f"the MLflow tracking server {uri} does not answer ({type(err).__name__}): start it, "
+                "or point MLFLOW_TRACKING_URI (or mlflow.tracking_uri) at a running one"
+            ) from err
+
+
 def open_experiment(uri: str, name: str) -> str:
     """Create the store and the experiment if needed, in this process, before any
     training (a fresh SQLite store migrated by several processes at once fails);
@@ -49,8 +79,7 @@ def open_experiment(uri: str, name: str) -> str:
     artifact_location = None
     if db is not None:
         db.parent.mkdir(parents=True, exist_ok=True)
-        # Artifacts beside the database: mlruns/mlflow.db and mlruns/artifacts/.
-        artifact_location = (db.parent / "artifacts").resolve().as_uri()
+        artifact_location = local_artifact_root(uri).as_uri()
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri)
     try:
@@ -128,12 +157,14 @@ class SweepRun:
         data_summary: dict[str, Any],
         skipped: list[tuple[str, str]],
         search_space: dict[str, str],
+        tags: dict[str, str] | None = None,
     ) -> str:
         run = mlflow.start_run(
             experiment_id=self.experiment_id,
             run_name=self.sweep_name,
             tags={
                 **self._env_tags,
+                **(tags or {}),
                 f"{TAG}role": "sweep",
                 f"{TAG}sweep": self.sweep_name,
                 f"{TAG}overrides": " ".join(overrides) or "(none)",
@@ -142,9 +173,8 @@ class SweepRun:
         )
         self.run_id = run.info.run_id
         mlflow.log_params({**params, **{f"data.{k}": v for k, v in data_summary.items()}})
-        self._dataset = image_dataset(data_summary)
+        self._use_data(data_summary)
         mlflow.log_input(self._dataset, context="training")
-        self._data_digest = data_summary["digest"]
         mlflow.log_text(config_yaml, "config/config.yaml")
         mlflow.log_text("\n".join(overrides) + "\n", "config/overrides.txt")
         mlflow.log_dict(data_summary, "data/summary.json")
@@ -152,24 +182,82 @@ class SweepRun:
         mlflow.log_dict(search_space, "config/search_space.json")
         return self.run_id
 
-    def finish(
-        self,
-        *,
-        status: str,
-        metrics: dict[str, float],
-        params: dict[str, Any],
-        tags: dict[str, str],
-        figures: dict[str, Any],
-        tables: dict[str, str],
-    ) -> None:
+    def resume(
+        self, run_id: str, *, config_yaml: str, overrides: list[str], data_summary: dict[str, Any]
+    ) -> int:
+        """Reopen the parent run of an interrupted or finished sweep; returns how many
+        times it has been continued, this time included."""
+        run = mlflow.start_run(run_id=run_id)
+        self.run_id = run_id
+        self._use_data(data_summary)
+        resumed = int(run.data.tags.get(f"{TAG}resumes", "0")) + 1
+        mlflow.set_tags(
+            {f"{TAG}resumes": str(resumed), f"{TAG}overrides": " ".join(overrides) or "(none)"}
+        )
+        mlflow.log_text(config_yaml, f"config/config.resume-{resumed}.yaml")
+        return resumed
+
+    def _use_data(self, data_summary: dict[str, Any]) -> None:
+        self._dataset = image_dataset(data_summary)
+        self._data_digest = data_summary["digest"]
+
+    def close_interrupted_trials(self) -> list[str]:
+        """Trial runs a hard kill left RUNNING: marked KILLED, never left running. Their
+        trials run again as new runs. Returns their trial ids."""
+        client = MlflowClient()
+        stale = client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{self.run_id}' and attributes.status = 'RUNNING'",
+        )
+        for run in stale:
+            reason = "interrupted: the sweep stopped during this trial, which ran again when it was continued"
+            client.set_tag(run.info.run_id, f"{TAG}failure", reason)
+            client.set_tag(run.info.run_id, MLFLOW_RUN_NOTE, reason)
+            client.set_terminated(run.info.run_id, KILLED)
+        return [r.data.tags.get(f"{TAG}trial_id", "?") for r in stale]
+
+    def previous_trials(self) -> list[dict[str, Any]]:
+        """The finished and failed trials of this sweep so far, oldest first, in the form
+        the tuner records new ones."""
+        client = MlflowClient()
+        runs = client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.mlflow.parentRunId = '{self.run_id}' and attributes.status != 'KILLED'",
+            order_by=["attributes.start_time ASC"],
+            max_results=10000,
+        )
+        out = []
+        for run in runs:
+            tags, finished = run.data.tags, run.info.status == FINISHED
+            out.append(
+                {
+                    "trial_id": tags.get(f"{TAG}trial_id", "?"),
+                    "run_id": run.info.run_id,
+                    "status": run.info.status,
+                    "score": run.data.metrics.get("objective") if finished else None,
+                    "seconds": ((run.info.end_time or run.info.start_time) - run.info.start_time)
+                    / 1000,
+                    "hyperparameters": dict(run.data.params),
+                    "reason": tags.get(f"{TAG}failure"),
+                    "model_uri": tags.get(f"{TAG}model_uri"),
+                }
+            )
+        return out
+
+    def finish(self, *, status: str, outcome: Any) -> None:
+        """Log a report.Outcome on the sweep's run and end it."""
         # The trials are over, so the sweep's run is the active one again.
-        mlflow.log_metrics(metrics)
-        mlflow.log_params(params)
-        mlflow.set_tags(tags)
-        for path, fig in figures.items():
-            mlflow.log_figure(fig, path)
-        for path, text in tables.items():
-            mlflow.log_text(text, path)
+        mlflow.log_metrics(outcome.metrics)
+        mlflow.set_tags(outcome.tags)
+        with tempfile.TemporaryDirectory(prefix="happysad-report-") as tmp:
+            for path, content in {**outcome.images, **outcome.texts}.items():
+                target = Path(tmp) / path
+                target.parent.mkdir(parents=True, exist_ok=True)
+                if isinstance(content, bytes):
+                    target.write_bytes(content)
+                else:
+                    target.write_text(content)
+            mlflow.log_artifacts(tmp)
         self.end(status)
 
     def end(self, status: str, reason: str | None = None) -> None:
@@ -184,7 +272,9 @@ class SweepRun:
 
     # --- a trial -----------------------------------------------------------------
 
-    def start_trial(self, trial_id: str, hyperparameters: dict[str, Any]) -> str:
+    def start_trial(
+        self, trial_id: str, hyperparameters: dict[str, Any], tags: dict[str, str] | None = None
+    ) -> str:
         run = mlflow.start_run(
             experiment_id=self.experiment_id,
             run_name=f"trial-{trial_id}",
@@ -195,6 +285,7 @@ class SweepRun:
                 f"{TAG}sweep": self.sweep_name,
                 f"{TAG}trial_id": trial_id,
                 f"{TAG}data_digest": self._data_digest,
+                **(tags or {}),
             },
         )
         self.trial_run_id = run.info.run_id
@@ -212,24 +303,18 @@ class SweepRun:
         for path, fig in figures.items():
             mlflow.log_figure(fig, path)
 
-    def log_model(self, model: Any, input_shape: tuple[int, ...], metadata: dict[str, Any]) -> str:
-        """The trained Keras model with a signature and pinned requirements; its URI."""
-        import numpy as np
-        from mlflow.models import ModelSignature
-        from mlflow.types.schema import Schema, TensorSpec
+    def log_model(self, model: Any, settings: dict[str, Any], metadata: dict[str, Any]) -> str:
+        """The trained model, with its preprocessing and pinned requirements; its URI."""
+        from happysad import model_format
 
-        signature = ModelSignature(
-            inputs=Schema([TensorSpec(np.dtype("float32"), (-1, *input_shape), "image")]),
-            outputs=Schema([TensorSpec(np.dtype("float32"), (-1, 1), "happy")]),
-        )
-        info = mlflow.keras.log_model(
+        info = model_format.log_model(
             model,
-            name="model",
-            signature=signature,
-            # Explicit: inferring them starts a subprocess that costs seconds per model.
-            pip_requirements=model_requirements(),
+            settings=settings,
             metadata={"happysad": metadata},
+            # Explicit: inferring them starts a subprocess that costs seconds per model.
+            pip_requirements=model_requirements(settings),
         )
+        mlflow.set_tag(f"{TAG}model_uri", info.model_uri)
         return info.model_uri
 
     def end_trial(self, status: str, reason: str | None = None, details: str | None = None) -> None:
@@ -267,7 +352,9 @@ def image_dataset(summary: dict[str, Any]):
     with warnings.catch_warnings():  # the local source resolves two ways, both the same
         warnings.simplefilter("ignore", UserWarning)
         source = resolve_dataset_source(path.as_uri())
-    return ImageDataset(source=source, name=path.stem, digest=summary["digest"])
+    return ImageDataset(
+        source=source, name=summary.get("name") or path.stem, digest=summary["digest"]
+    )
 
 
 def _csv(rows: list[tuple[str, ...]]) -> str:
@@ -276,8 +363,37 @@ def _csv(rows: list[tuple[str, ...]]) -> str:
     return buffer.getvalue()
 
 
-def model_requirements() -> list[str]:
-    return [f"{p}=={importlib.metadata.version(p)}" for p in ("tensorflow", "keras", "numpy")]
+def find_sweeps(
+    client: MlflowClient, experiment_id: str, name: str | None = None, limit: int = 50
+) -> list:
+    """The sweeps' parent runs, newest first; with `name`, the runs of that sweep."""
+    wanted = f" and tags.`{TAG}sweep` = '{name}'" if name else ""
+    return client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{TAG}role` = 'sweep'{wanted}",
+        order_by=["attributes.start_time DESC"],
+        max_results=limit,
+    )
+
+
+def finished_trials(client: MlflowClient, sweep_run: Any, limit: int = 1000) -> list:
+    """A sweep's FINISHED trial runs, best first by its own objective."""
+    objective = sweep_run.data.params.get("tuner.objective", "val_accuracy")
+    order = "ASC" if objective.endswith("loss") else "DESC"
+    return client.search_runs(
+        [sweep_run.info.experiment_id],
+        filter_string=f"tags.mlflow.parentRunId = '{sweep_run.info.run_id}' and attributes.status = 'FINISHED'",
+        order_by=[f"metrics.objective {order}"],
+        max_results=limit,
+    )
+
+
+def model_requirements(settings: dict[str, Any]) -> list[str]:
+    """What loading and serving the model needs, pinned to this environment's versions."""
+    packages = ["tensorflow", "keras", "numpy", "pillow", "pandas"]
+    if settings["preprocessing"]["face_crop"] != "none":
+        packages.append("opencv-python-headless")
+    return [f"{p}=={importlib.metadata.version(p)}" for p in packages]
 
 
 FINISHED = RunStatus.to_string(RunStatus.FINISHED)

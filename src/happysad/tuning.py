@@ -24,9 +24,11 @@ from happysad.config import Config, TunerName
 from happysad.data import CLASS_NAMES, ImageData
 from happysad.hypermodel import FaceHyperModel
 from happysad.progress import Console
+from happysad.pyfunc import probabilities
 from happysad.tracking import FAILED, FINISHED, SweepRun
 
 COMPLETED = trial_module.TrialStatus.COMPLETED
+MOST_WRONG = 12  # validation images in each trial's grid of confident mistakes
 
 
 def objective(cfg: Config) -> kt.Objective:
@@ -75,8 +77,13 @@ def make_tuner(
     project_name: str,
     sweep: SweepRun | None = None,
     data: ImageData | None = None,
+    previous: list[dict[str, Any]] | None = None,
 ) -> kt.Tuner:
-    """The configured keras-tuner tuner; with `sweep`, one that records in MLflow."""
+    """The configured keras-tuner tuner; with `sweep`, one that records in MLflow.
+
+    With an existing project folder, keras-tuner reloads it and goes on where it
+    stopped (an interrupted trial runs again); `previous` are the trials already
+    recorded, for 'trial k of n' and the best so far."""
     # keras-tuner prints every failed trial's traceback; it goes to the trial's
     # MLflow run (failure.txt) instead, and the console shows the reason.
     kt_config.DEBUG = False
@@ -92,7 +99,14 @@ def make_tuner(
             tuner = base(hypermodel=hypermodel, **kwargs)
         else:
             tracked = type(f"Tracked{base.__name__}", (TrackedTunerMixin, base), {})
-            tuner = tracked(hypermodel=hypermodel, sweep=sweep, cfg=cfg, data=data, **kwargs)
+            tuner = tracked(
+                hypermodel=hypermodel,
+                sweep=sweep,
+                cfg=cfg,
+                data=data,
+                previous=previous or [],
+                **kwargs,
+            )
     if cfg.tuner.name is TunerName.hyperband:
         # keras-tuner's Hyperband has no trial budget of its own; tuner.max_trials is one.
         tuner.oracle.max_trials = cfg.tuner.max_trials
@@ -148,18 +162,21 @@ def failure_reason(message: str | None) -> str:
 class TrackedTunerMixin:
     """Put before a keras-tuner Tuner class: records its trials in MLflow."""
 
-    def __init__(self, *args, sweep: SweepRun, cfg: Config, data: ImageData, **kwargs):
+    def __init__(
+        self, *args, sweep: SweepRun, cfg: Config, data: ImageData, previous: list, **kwargs
+    ):
         super().__init__(*args, **kwargs)
         self.sweep = sweep
         self.cfg = cfg
         self.data = data
         self.console: Console | None = None
-        self.results: list[dict[str, Any]] = []
+        self.results: list[dict[str, Any]] = list(previous)
         self._model = None
 
     def on_search_begin(self):
         super().on_search_begin()
-        self.console = Console(planned_trials(self, self.cfg), self.cfg.tuner.objective.value)
+        planned = planned_trials(self, self.cfg)
+        self.console = Console(planned, self.cfg.tuner.objective.value, done=len(self.results))
 
     def on_trial_begin(self, trial):
         super().on_trial_begin(trial)
@@ -169,7 +186,12 @@ class TrackedTunerMixin:
         self._model = None
         values = active_values(trial.hyperparameters)
         self.console.trial_begin(trial.trial_id, values)
-        self.sweep.start_trial(trial.trial_id, values)
+        seeds = {
+            "happysad.seed": str(self.cfg.seed),
+            "happysad.data_seed": str(self.cfg.data.seed),
+            "happysad.deterministic": str(self.cfg.deterministic),
+        }
+        self.sweep.start_trial(trial.trial_id, values, tags=seeds)
 
     def on_epoch_begin(self, trial, model, epoch, logs=None):
         super().on_epoch_begin(trial, model, epoch, logs)
@@ -231,9 +253,12 @@ class TrackedTunerMixin:
 
     def _log_finished(self, trial) -> str | None:
         model, data = self._model, self.data
-        prob = predict(model, data.val.x)
+        prob = probabilities(model, data.val.x)
         val = evaluation.binary_metrics(data.val.y, prob)
         fpr, tpr = evaluation.roc_curve(data.val.y, prob)
+        recall, precision = evaluation.pr_curve(data.val.y, prob)
+        val["average_precision"] = evaluation.average_precision(data.val.y, prob)
+        wrong = evaluation.most_wrong(data.val.y, prob, MOST_WRONG)
         name = self.oracle.objective.name
         figures = {
             "plots/learning_curves.png": plots.learning_curves(self._history, self._epochs, name),
@@ -245,6 +270,20 @@ class TrackedTunerMixin:
             "plots/val_roc.png": plots.roc(
                 fpr, tpr, val["auc"], f"validation ROC, trial-{trial.trial_id}"
             ),
+            "plots/val_precision_recall.png": plots.pr(
+                recall,
+                precision,
+                val["average_precision"],
+                float(data.val.y.mean()),
+                f"validation precision-recall, trial-{trial.trial_id}",
+            ),
+            "plots/val_most_wrong.png": plots.wrong_grid(
+                data.val.x[wrong],
+                data.val.y[wrong],
+                prob[wrong],
+                CLASS_NAMES,
+                f"validation images trial-{trial.trial_id} got most confidently wrong",
+            ),
         }
         self.sweep.log_trial_result(
             {
@@ -252,24 +291,18 @@ class TrackedTunerMixin:
                 "best_epoch": float(trial.best_step),
                 "val_precision": val["precision"],
                 "val_recall": val["recall"],
+                "val_average_precision": val["average_precision"],
             },
             figures,
         )
         if not self.cfg.mlflow.log_models:
             return None
-        return self.sweep.log_model(
-            model, data.input_shape, model_metadata(self.cfg, data, trial.trial_id)
-        )
-
-
-def predict(model, images: np.ndarray, batch_size: int = 512) -> np.ndarray:
-    """P(happy) per image. Calls the model directly: model.predict() would trace a new
-    function for every trial's model, which costs more than the prediction."""
-    out = [
-        np.asarray(model(images[i : i + batch_size], training=False))
-        for i in range(0, len(images), batch_size)
-    ]
-    return np.concatenate(out).ravel() if out else np.zeros(0, np.float32)
+        settings = {
+            "preprocessing": data.preprocessing.to_dict(),
+            "class_names": list(CLASS_NAMES),
+            "max_pixels": self.cfg.data.max_pixels,
+        }
+        return self.sweep.log_model(model, settings, model_metadata(self.cfg, data, trial.trial_id))
 
 
 def model_metadata(cfg: Config, data: ImageData, trial_id: str) -> dict[str, Any]:
