@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import os
+import socket
+import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -54,3 +57,25 @@ def tiny(tmp_path, image_cache, store_uri) -> list[str]:
         f"mlflow.tracking_uri={store_uri}",
         f"sweep.dir={tmp_path / 'sweeps'}",
     ]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_http(url: str, process, limit: float = 180) -> None:
+    """Until `url` answers; fails with the server's output if it dies or takes too long."""
+    deadline = time.monotonic() + limit
+    while True:
+        try:
+            urllib.request.urlopen(url, timeout=2)
+            return
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                output = process.stdout.read() if process.stdout else ""
+                output = output.decode() if isinstance(output, bytes) else output
+                raise AssertionError(f"{url} never answered:\n{output[-3000:]}") from None
+            time.sleep(0.5)

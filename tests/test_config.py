@@ -118,7 +118,10 @@ def test_unused_spaces_are_not_searched():
         (["model.filters.max=128"], "searched over choices"),
         (["model.depth.choices=[]"], "is empty"),
         (["optimizer.learning_rate.min=0"], "log sampling"),
-        (["model=seed", "model.depth.value=4"], "filters_per_block"),
+        (
+            ["model=seed", "model.depth.value=4"],
+            "filters_per_block has 3 entries but model.depth reaches 4",
+        ),
         (["model.dropout.value=1.5"], "[0, 1)"),
         (["data.val_fraction=0.5", "data.test_fraction=0.45"], "at least 10%"),
         (["sweep.name=../evil"], "sweep.name"),

@@ -147,3 +147,17 @@ def test_the_seed_fixes_the_sequence_of_trials():
 
     assert first_trials(7) == first_trials(7)
     assert first_trials(7) != first_trials(8)
+
+
+def test_blocks_can_have_their_own_filter_spaces():
+    _, _, space = _space(
+        [
+            "model.depth.choices=[2,3]",
+            "model.filters_per_block=[{choices:[8,16]},{value:32},{choices:[64,128]}]",
+        ]
+    )
+    assert list(space["model.filters_1"].values) == [8, 16]
+    assert space["model.filters_2"].value == 32
+    assert list(space["model.filters_3"].values) == [64, 128]
+    (condition,) = space["model.filters_3"].conditions
+    assert list(condition.values) == [3]

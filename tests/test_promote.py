@@ -6,10 +6,8 @@ import base64
 import io
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -21,7 +19,7 @@ from PIL import Image
 
 from happysad.config import config_dir
 from happysad.sweep import run_sweep
-from tests.conftest import compose_config
+from tests.conftest import compose_config, free_port, wait_for_http
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +37,7 @@ def store(tmp_path_factory):
         f"sweep.dir={root / 'sweeps'}",
         "experiment=seed_baseline",
         "model.depth.value=2",
-        "model.filters_per_block=[32,64]",
+        "model.filters_per_block=[{value:32},{value:64}]",
         "tuner.epochs=6",
     ]
     cwd = os.getcwd()
@@ -196,16 +194,10 @@ def test_predict_without_a_champion_says_which_command_makes_one(tmp_path):
     assert done.returncode == 2 and "no MLflow store at" in done.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_mlflow_serves_the_champion_over_http(store, tmp_path):
     root, uri = store
     _promote(store, "sweep.name=good", "promote.force=true")
-    port = _free_port()
+    port = free_port()
     mlflow_cli = Path(sys.executable).parent / "mlflow"
     server = subprocess.Popen(
         [
@@ -231,15 +223,7 @@ def test_mlflow_serves_the_champion_over_http(store, tmp_path):
         stderr=subprocess.STDOUT,
     )
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2)
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError(server.stdout.read().decode()[-3000:]) from None
-                time.sleep(1)
+        wait_for_http(f"http://127.0.0.1:{port}/ping", server)
         faces = _faces(tmp_path / "photos", 2)
         encoded = [base64.b64encode(p.read_bytes()).decode() for p in faces]
         png = io.BytesIO()

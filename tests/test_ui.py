@@ -5,33 +5,25 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 
 from happysad.sweep import run_sweep
-from tests.conftest import compose_config
+from tests.conftest import compose_config, free_port, wait_for_http
 
 pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
 def server(tiny, store_uri):
     """A tiny sweep, and an MLflow server over its store on a free loopback port."""
     result = run_sweep(compose_config([*tiny, "sweep.name=seen-in-a-browser"]))
-    port = _free_port()
+    port = free_port()
     mlflow = Path(sys.executable).parent / "mlflow"
     process = subprocess.Popen(
         [
@@ -48,16 +40,7 @@ def server(tiny, store_uri):
         stderr=subprocess.STDOUT,
     )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            urllib.request.urlopen(f"{base}/health", timeout=2)
-            break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise AssertionError(process.stdout.read().decode()[-3000:]) from None
-            time.sleep(0.5)
+    wait_for_http(f"{base}/health", process)
     yield base, result
     process.terminate()
     process.wait(timeout=30)
@@ -159,7 +142,7 @@ def test_compare_prints_the_top_trials_and_sweeps_side_by_side(
 
 def test_ui_starts_the_mlflow_ui_and_names_the_latest_sweep(tiny, store_uri, tmp_path):
     result = run_sweep(compose_config([*tiny, "sweep.name=latest", "tuner.max_trials=1"]))
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "happysad.ui", "--port", str(port)],
         env={**os.environ, "MLFLOW_TRACKING_URI": store_uri},
@@ -174,16 +157,7 @@ def test_ui_starts_the_mlflow_ui_and_names_the_latest_sweep(tiny, store_uri, tmp
             f"the latest sweep: http://127.0.0.1:{port}/#/experiments/"
             f"{result.experiment_id}/runs/{result.parent_run_id}"
         )
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
-                break
-            except OSError:
-                assert process.poll() is None and time.monotonic() < deadline, (
-                    "the UI did not start"
-                )
-                time.sleep(0.5)
+        wait_for_http(f"http://127.0.0.1:{port}/", process)
     finally:
         process.terminate()
         process.wait(timeout=30)

@@ -191,9 +191,10 @@ class ModelConfig:
     # Filters of each conv block; each block draws its own value, logged as
     # model.filters_1, model.filters_2, ...
     filters: IntSpace = _space(IntSpace)
-    # Exact filters per block (the seed network: [16, 32, 16]). When set, it fixes
-    # the number of blocks and replaces `filters`.
-    filters_per_block: list[int] | None = None
+    # A space per block instead, when blocks should differ (the seed network's
+    # 16, 32, 16; or cheap wide blocks only where the images are small). It must have
+    # an entry for every block the deepest model has, and replaces `filters`.
+    filters_per_block: list[IntSpace] | None = None
     kernel_size: IntSpace = _space(IntSpace)
     padding: Padding = Padding.valid
     dense_layers: IntSpace = _space(IntSpace)
@@ -469,6 +470,8 @@ def searchable(cfg: Any) -> dict[str, Any]:
     out["data.batch_size"] = cfg.data.batch_size
     if cfg.model.filters_per_block is not None:
         del out["model.filters"]
+        for i, space in enumerate(cfg.model.filters_per_block):
+            out[f"model.filters_per_block.{i}"] = space
     names = optimizer_names(cfg) if cfg.optimizer.name.value or cfg.optimizer.name.choices else []
     if not {OptimizerName.sgd, OptimizerName.rmsprop} & set(names):
         del out["optimizer.momentum"]
@@ -509,17 +512,13 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"{key} must lie in [0, 1) (got {describe(spaces[key])})")
 
     blocks = cfg.model.filters_per_block
-    if blocks is not None:
-        if len(blocks) == 0 or any(f < 1 for f in blocks):
-            raise ConfigError(
-                f"model.filters_per_block must list positive filter counts (got {blocks})"
-            )
-        if space_values(cfg.model.depth) != [len(blocks)]:
-            raise ConfigError(
-                f"model.filters_per_block={blocks} gives {len(blocks)} blocks but model.depth is "
-                f"{describe(cfg.model.depth)}: set model.depth.value={len(blocks)}, "
-                "or model.filters_per_block=null to search model.filters"
-            )
+    deepest = max(space_values(cfg.model.depth))
+    if blocks is not None and len(blocks) < deepest:
+        raise ConfigError(
+            f"model.filters_per_block has {len(blocks)} entries but model.depth reaches {deepest} blocks "
+            f"({describe(cfg.model.depth)}): give a space for every block, lower model.depth, "
+            "or set model.filters_per_block=null to search model.filters for every block"
+        )
 
     data = cfg.data
     if data.image_size < 8:

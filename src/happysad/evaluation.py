@@ -15,16 +15,21 @@ def confusion(y_true: np.ndarray, prob: np.ndarray, threshold: float = 0.5) -> n
     )
 
 
-def roc_curve(y_true: np.ndarray, prob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """False and true positive rates at every distinct threshold, from (0, 0) to (1, 1)."""
+def _ranked(y_true: np.ndarray, prob: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Labels sorted by falling score; for each distinct score, how many images score at
+    least that much and how many of them are happy (tied scores form one step)."""
     y = np.asarray(y_true).astype(bool)
     p = np.asarray(prob, dtype=np.float64).ravel()
     order = np.argsort(-p, kind="mergesort")
     p, y = p[order], y[order]
-    # One point per distinct score, so tied scores form a diagonal segment.
     last = np.r_[np.nonzero(np.diff(p))[0], len(p) - 1]
-    tps = np.cumsum(y)[last]
-    fps = (last + 1) - tps
+    return y, last + 1, np.cumsum(y)[last]
+
+
+def roc_curve(y_true: np.ndarray, prob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """False and true positive rates at every distinct threshold, from (0, 0) to (1, 1)."""
+    y, called, tps = _ranked(y_true, prob)
+    fps = called - tps
     positives, negatives = max(y.sum(), 1), max((~y).sum(), 1)
     return np.r_[0.0, fps / negatives], np.r_[0.0, tps / positives]
 
@@ -52,16 +57,8 @@ def binary_metrics(
 
 def pr_curve(y_true: np.ndarray, prob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Recall and precision of "happy" at every distinct threshold, from the strictest."""
-    y = np.asarray(y_true).astype(bool)
-    p = np.asarray(prob, dtype=np.float64).ravel()
-    order = np.argsort(-p, kind="mergesort")
-    p, y = p[order], y[order]
-    last = np.r_[np.nonzero(np.diff(p))[0], len(p) - 1]
-    tps = np.cumsum(y)[last]
-    predicted = last + 1
-    recall = tps / max(y.sum(), 1)
-    precision = tps / predicted
-    return np.r_[0.0, recall], np.r_[1.0, precision]
+    y, called, tps = _ranked(y_true, prob)
+    return np.r_[0.0, tps / max(y.sum(), 1)], np.r_[1.0, tps / called]
 
 
 def average_precision(y_true: np.ndarray, prob: np.ndarray) -> float:

@@ -162,13 +162,12 @@ class FaceHyperModel(keras_tuner.HyperModel):
         """Filters of one block; None when the drawn depth has no such block."""
         m = self.cfg.model
         name = f"model.filters_{block}"
-        if m.filters_per_block is not None:
-            return hp.Fixed(name, m.filters_per_block[block - 1])
+        space = m.filters if m.filters_per_block is None else m.filters_per_block[block - 1]
         depths = space_values(m.depth)
         if block <= min(depths):
-            return declare(hp, name, m.filters)
+            return declare(hp, name, space)
         with hp.conditional_scope("model.depth", [d for d in depths if d >= block]):
-            return declare(hp, name, m.filters)
+            return declare(hp, name, space)
 
     def _dense_units(self, hp) -> int | None:
         """Units of the dense layers, searched only when there are dense layers."""

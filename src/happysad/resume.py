@@ -38,7 +38,6 @@ def fingerprint(cfg: Config, data_digest: str) -> dict[str, dict[str, str]]:
     budget (tuner.max_trials) may change: raising it is how a sweep is extended."""
     space = {key: describe(s) for key, s in searchable(cfg).items()}
     space["model.padding"] = cfg.model.padding.value
-    space["model.filters_per_block"] = str(cfg.model.filters_per_block)
     space["augmentation.flip"] = str(cfg.augmentation.flip)
     tuner = {
         f"tuner.{k}": _text(v) for k, v in asdict(cfg.tuner).items() if k not in ("max_trials",)

@@ -399,7 +399,3 @@ def model_requirements(settings: dict[str, Any]) -> list[str]:
 FINISHED = RunStatus.to_string(RunStatus.FINISHED)
 FAILED = RunStatus.to_string(RunStatus.FAILED)
 KILLED = RunStatus.to_string(RunStatus.KILLED)
-
-
-def ui_command(uri: str) -> str:
-    return f"mlflow ui --backend-store-uri {uri}"
