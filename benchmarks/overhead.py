@@ -97,6 +97,7 @@ def run_arm(arm: str, overrides: list[str], workdir: Path) -> dict:
             overrides=overrides,
             params={},
             data_summary=images.summary(),
+            skipped=[],
             search_space={},
         )
     tuner = tuning.make_tuner(cfg, hypermodel, cfg.sweep.dir, arm, sweep=sweep, data=images)

@@ -94,7 +94,9 @@ def load(model_dir: str) -> ImageClassifier:
 
     with open(os.path.join(model_dir, SETTINGS_FILE)) as f:
         settings = json.load(f)
-    return ImageClassifier(keras.saving.load_model(os.path.join(model_dir, KERAS_FILE)), settings)
+    return ImageClassifier(
+        keras.saving.load_model(os.path.join(model_dir, KERAS_FILE), compile=False), settings
+    )
 
 
 def _load_pyfunc(data_path: str) -> ImageClassifier:

@@ -289,7 +289,8 @@ def _log_summary(result: SweepResult, cfg: Config, seconds: float) -> None:
     finished = len(result.results) - len(result.failed)
     log.info("")
     log.info(
-        f"sweep '{result.name}' done in {duration(seconds)}: {len(result.results)} trials, "
+        f"sweep '{result.name}' done in {duration(seconds)}: {len(result.results)} "
+        f"trial{'' if len(result.results) == 1 else 's'}, "
         f"{finished} finished, {len(result.failed)} failed"
     )
     best = result.best
