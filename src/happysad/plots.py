@@ -68,20 +68,32 @@ def confusion_matrix(counts: np.ndarray, class_names: Sequence[str], title: str)
     return fig
 
 
+def _unit_square(fig: Figure, ax, xlabel: str, ylabel: str, title: str, legend: str) -> Figure:
+    """The finish shared by the ROC and precision-recall curves: both axes run 0 to 1."""
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(loc=legend)
+    ax.grid(alpha=0.3)
+    fig.subplots_adjust(left=0.16, right=0.96, bottom=0.13, top=0.92)
+    return fig
+
+
 def roc(fpr: np.ndarray, tpr: np.ndarray, auc: float, title: str) -> Figure:
     fig = Figure(figsize=(4.2, 4.0))
     ax = fig.subplots()
     ax.plot(fpr, tpr, color=VAL, lw=2, label=f"AUC {auc:.3f}")
     ax.plot([0, 1], [0, 1], color="gray", ls=":", lw=1, label="chance")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.01)
-    ax.set_xlabel("false positive rate (sad called happy)")
-    ax.set_ylabel("true positive rate (happy found)")
-    ax.set_title(title)
-    ax.legend(loc="lower right")
-    ax.grid(alpha=0.3)
-    fig.subplots_adjust(left=0.16, right=0.96, bottom=0.13, top=0.92)
-    return fig
+    return _unit_square(
+        fig,
+        ax,
+        "false positive rate (sad called happy)",
+        "true positive rate (happy found)",
+        title,
+        "lower right",
+    )
 
 
 def objective_per_trial(
@@ -137,15 +149,9 @@ def pr(
         recall, precision, where="post", color=VAL, lw=2, label=f"average precision {average:.3f}"
     )
     ax.axhline(base_rate, color="gray", ls=":", lw=1, label=f"chance ({base_rate:.2f})")
-    ax.set_xlim(0, 1)
-    ax.set_ylim(0, 1.01)
-    ax.set_xlabel("recall (happy found)")
-    ax.set_ylabel("precision (happy calls right)")
-    ax.set_title(title)
-    ax.legend(loc="lower left")
-    ax.grid(alpha=0.3)
-    fig.subplots_adjust(left=0.16, right=0.96, bottom=0.13, top=0.92)
-    return fig
+    return _unit_square(
+        fig, ax, "recall (happy found)", "precision (happy calls right)", title, "lower left"
+    )
 
 
 def wrong_grid(
