@@ -42,26 +42,22 @@ def log_model(tmp: Path) -> tuple[str, str]:
     """A model of the default sweep's best architecture, logged as a sweep logs it."""
     import keras_tuner as kt
     import mlflow
-    from hydra import compose, initialize_config_dir
 
     from happysad import tracking
-    from happysad.config import config_dir, register_configs, to_typed
+    from happysad.config import compose, to_typed
     from happysad.hypermodel import FaceHyperModel
 
-    register_configs()
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = to_typed(
-            compose(
-                "config",
-                overrides=[
-                    "model.depth.value=3",
-                    "model.filters_per_block=[{value:64},{value:64},{value:32}]",
-                    "model.kernel_size.value=3",
-                    "model.dense_units.value=256",
-                    "model.dropout.value=0.2",
-                ],
-            )
+    cfg = to_typed(
+        compose(
+            [
+                "model.depth.value=3",
+                "model.filters_per_block=[{value:64},{value:64},{value:32}]",
+                "model.kernel_size.value=3",
+                "model.dense_units.value=256",
+                "model.dropout.value=0.2",
+            ]
         )
+    )
     model = FaceHyperModel(cfg, (48, 48, 1)).build(kt.HyperParameters())
     uri = f"sqlite:///{tmp / 'mlruns' / 'mlflow.db'}"
     sweep = tracking.SweepRun(

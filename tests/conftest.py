@@ -9,9 +9,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 
-from happysad.config import config_dir, register_configs, to_typed
+from happysad.config import compose, register_configs, to_typed
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 register_configs()
@@ -21,8 +20,7 @@ FER = REPO.parent / "shared" / "data" / "fer2013-happysad"
 
 
 def compose_config(overrides: list[str] | tuple[str, ...] = ()):
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
+    return compose(overrides)
 
 
 def typed_config(overrides: list[str] | tuple[str, ...] = ()):

@@ -12,12 +12,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 from PIL import Image
 
-from happysad.config import config_dir
+from happysad.config import compose
 from happysad.sweep import run_sweep
 from tests.conftest import compose_config, free_port, wait_for_http
 
@@ -56,8 +55,7 @@ def _promote(store, *overrides):
     from happysad.promote import promote
 
     root, uri = store
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        cfg = compose("promote", overrides=[f"mlflow.tracking_uri={uri}", *overrides])
+    cfg = compose([f"mlflow.tracking_uri={uri}", *overrides], name="promote")
     cwd = os.getcwd()
     os.chdir(root)
     try:

@@ -17,6 +17,7 @@ does what it says:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
@@ -601,6 +602,17 @@ def data_config(values: dict[str, Any]) -> DataConfig:
     if schema is None:
         raise ConfigError(f"data.source={values.get('source')!r} is not one of {sorted(schemas)}")
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), values))
+
+
+def compose(overrides: Sequence[str] = (), name: str = "config") -> DictConfig:
+    """A config composed from conf/ with overrides, as the commands compose it (for
+    scripts, benchmarks and tests that call run_sweep without the command line)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return hydra_compose(name, overrides=list(overrides))
 
 
 def to_typed(cfg: DictConfig) -> Config:
