@@ -126,6 +126,8 @@ def test_unused_spaces_are_not_searched():
         (["data.val_fraction=0.5", "data.test_fraction=0.45"], "at least 10%"),
         (["sweep.name=../evil"], "sweep.name"),
         (["tuner.max_trials=0"], "at least 1"),
+        (["seed=-1"], "seed=-1 must lie in [0, 4294967295)"),
+        (["data.seed=4294967295"], "data.seed=4294967295 must lie"),
     ],
 )
 def test_values_that_cannot_run_get_a_clear_error(overrides, message):

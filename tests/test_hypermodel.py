@@ -161,3 +161,16 @@ def test_blocks_can_have_their_own_filter_spaces():
     assert list(space["model.filters_3"].values) == [64, 128]
     (condition,) = space["model.filters_3"].conditions
     assert list(condition.values) == [3]
+
+
+@pytest.mark.parametrize("tuner", ["random", "bayesian"])
+def test_seed_zero_draws_the_same_trials_every_time(tmp_path, tuner):
+    # keras-tuner takes seed 0 for "no seed"; happysad's seed=0 is a seed like any other.
+    draws = []
+    for run in ("a", "b"):
+        cfg = typed_config(["seed=0", f"tuner={tuner}"])
+        hypermodel = FaceHyperModel(cfg, (cfg.data.image_size, cfg.data.image_size, 1))
+        tuner_ = make_tuner(cfg, hypermodel, directory=str(tmp_path / run), project_name="zero")
+        draws.append([tuner_.oracle.create_trial(f"t{i}").hyperparameters.values for i in range(3)])
+    assert draws[0] == draws[1]
+    assert len({str(d) for d in draws[0]}) == 3

@@ -499,6 +499,10 @@ def _extremes(space: Any) -> list[Any]:
     return [space.min, space.max]
 
 
+# numpy takes seeds below 2**32; the last one is kept for keras-tuner (tuning.oracle_seed).
+SEED_LIMIT = 2**32 - 1
+
+
 def validate(cfg: Config) -> None:
     """Raise ConfigError for what the schema types cannot catch."""
     spaces = searchable(cfg)
@@ -520,6 +524,10 @@ def validate(cfg: Config) -> None:
             f"({describe(cfg.model.depth)}): give a space for every block, lower model.depth, "
             "or set model.filters_per_block=null to search model.filters for every block"
         )
+
+    for key, seed in (("seed", cfg.seed), ("data.seed", cfg.data.seed)):
+        if not 0 <= seed < SEED_LIMIT:
+            raise ConfigError(f"{key}={seed} must lie in [0, {SEED_LIMIT})")
 
     data = cfg.data
     if data.image_size < 8:

@@ -20,7 +20,7 @@ from keras_tuner.engine import trial as trial_module
 from keras_tuner.src import config as kt_config
 
 from happysad import evaluation, plots
-from happysad.config import Config, TunerName
+from happysad.config import SEED_LIMIT, Config, TunerName
 from happysad.data import CLASS_NAMES, ImageData
 from happysad.hypermodel import FaceHyperModel
 from happysad.progress import Console
@@ -41,7 +41,7 @@ def tuner_kwargs(cfg: Config) -> dict[str, Any]:
     t = cfg.tuner
     common = {
         "objective": objective(cfg),
-        "seed": cfg.seed,
+        "seed": oracle_seed(cfg.seed),
         "max_consecutive_failed_trials": t.max_consecutive_failures,
     }
     if t.name is TunerName.hyperband:
@@ -60,6 +60,13 @@ def tuner_kwargs(cfg: Config) -> dict[str, Any]:
             "beta": t.beta,
         }
     return {**common, "max_trials": t.max_trials}
+
+
+def oracle_seed(seed: int) -> int:
+    """The seed keras-tuner's oracle gets. It takes 0 for 'no seed' and draws a random
+    one, so seed=0 would give another trial sequence on every run: 0 goes in as
+    SEED_LIMIT, which no seed can be, and which numpy still takes (Bayesian search)."""
+    return seed or SEED_LIMIT
 
 
 BASE_TUNERS = {
