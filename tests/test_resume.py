@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -110,10 +111,17 @@ def test_a_nan_trial_fails_with_its_reason_and_the_next_one_finishes(tiny, store
 
 
 def test_deterministic_sweeps_give_the_same_metrics(tmp_path, image_cache):
-    # Op determinism is for the whole process, so each sweep runs in its own.
+    # Op determinism is for the whole process, so each sweep runs in its own. Sweep b
+    # trains in its own process too: a trial's process trains exactly what it would.
     uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
-    for name in ("a", "b"):
-        cmd = _command(image_cache, f"sweep.name={name}", "deterministic=true", "tuner.epochs=2")
+    for name, isolate in (("a", "true"), ("b", "false")):
+        cmd = _command(
+            image_cache,
+            f"sweep.name={name}",
+            "deterministic=true",
+            "tuner.epochs=2",
+            f"sweep.isolate_trials={isolate}",
+        )
         done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     client = MlflowClient(uri)
@@ -172,13 +180,51 @@ def _wait_for(process, text, limit=300):
     raise AssertionError(f"never saw {text!r}:\n{''.join(seen[-40:])}")
 
 
+def _grandchildren(pid: int) -> list[int]:
+    """Live processes two generations below `pid`: a sweep's trial processes, forked
+    by the server it started."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, ppid = stat.read_text().rsplit(")", 1)[1].split()[:2]
+        except (OSError, ValueError):
+            continue
+        if state != "Z":  # a zombie has ended; only its parent has not read its status
+            children.setdefault(int(ppid), []).append(int(stat.parent.name))
+    return [g for c in children.get(pid, []) for g in children.get(c, [])]
+
+
+def _running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _wait_for_trial_process(pid: int, limit: float = 120) -> int:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        found = _grandchildren(pid)
+        if found:
+            return found[0]
+        time.sleep(0.02)
+    raise AssertionError("no trial process appeared")
+
+
 def test_a_sweep_killed_in_a_trial_resumes_without_duplicates(tmp_path, image_cache):
     cmd = _command(image_cache, "sweep.name=hard", "tuner.max_trials=3", "tuner.epochs=4")
     process = _start(cmd, tmp_path)
     _wait_for(process, "trial 2 of 3")
     _wait_for(process, "epoch 1/4")
+    training = _grandchildren(process.pid)
+    assert training, "trial 2 should be training in its own process"
     process.send_signal(signal.SIGKILL)  # no chance to clean up: runs stay RUNNING
     process.wait(timeout=60)
+    # ... and the trial's process does not train on for nobody.
+    deadline = time.monotonic() + 20
+    while any(_running(p) for p in training):
+        assert time.monotonic() < deadline, "the trial's process outlived the killed sweep"
+        time.sleep(0.1)
     parents, children = _runs(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
     assert {r.info.status for r in parents + children} >= {"RUNNING"}
 
@@ -191,6 +237,21 @@ def test_a_sweep_killed_in_a_trial_resumes_without_duplicates(tmp_path, image_ca
         "FINISHED": ["trial-0", "trial-1", "trial-2"],
         "KILLED": ["trial-1"],
     }
+
+
+def test_a_trial_whose_process_dies_fails_alone_and_the_search_goes_on(tmp_path, image_cache):
+    cmd = _command(image_cache, "tuner.max_trials=2", "tuner.epochs=3", "model.padding=same")
+    process = _start(cmd, tmp_path)
+    _wait_for(process, "trial 1 of 2")
+    _wait_for(process, "epoch 1/3")
+    os.kill(_wait_for_trial_process(process.pid), signal.SIGKILL)  # as the kernel's OOM killer does
+    rest = process.communicate(timeout=300)[0]
+    assert process.returncode == 0, rest
+    assert "trial-0 done in" in rest and "FAILED: the trial's process was killed by SIGKILL" in rest
+    _, children = _runs(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    assert _by_status(children) == {"FAILED": ["trial-0"], "FINISHED": ["trial-1"]}
+    (failed,) = [c for c in children if c.info.status == "FAILED"]
+    assert "(the system may have run out of memory)" in failed.data.tags["happysad.failure"]
 
 
 def test_ctrl_c_stops_cleanly_and_says_how_to_go_on(tmp_path, image_cache):

@@ -285,6 +285,10 @@ class SweepConfig:
     dir: str = "outputs/sweeps"
     # Start the named sweep afresh instead of continuing it (its earlier runs stay).
     restart: bool = False
+    # Train each trial in a fresh process, so memory (host and GPU) is returned after
+    # every trial and a crashed or out-of-memory trial fails alone; false trains in
+    # the sweep's process (for a debugger), where TensorFlow's memory grows per trial.
+    isolate_trials: bool = True
 
 
 @dataclass

@@ -84,6 +84,10 @@ def run_sweep(
     # The preflight: what would otherwise fail later, checked before the first trial.
     preflight.check_packages()
     images = data_module.load(typed.data)
+    if typed.sweep.isolate_trials:
+        from happysad import training
+
+        training.start()  # imports TensorFlow for the trials' processes meanwhile
     _log_data(images)
     uri = tracking.resolve_tracking_uri(typed.mlflow.tracking_uri)
     artifacts = tracking.local_artifact_root(uri)
@@ -181,6 +185,8 @@ def _search(
     from happysad import report, tracking, tuning
     from happysad.hypermodel import FaceHyperModel
 
+    if cfg.sweep.isolate_trials:
+        _leave_gpus_to_trials()
     hypermodel = FaceHyperModel(cfg, images.input_shape)
     tuner = tuning.make_tuner(
         cfg, hypermodel, cfg.sweep.dir, cfg.sweep.name, sweep=sweep, data=images, previous=previous
@@ -225,6 +231,17 @@ def _search(
         status=tracking.FINISHED if best and not stopped else tracking.FAILED, outcome=outcome
     )
     return result
+
+
+def _leave_gpus_to_trials() -> None:
+    """The sweep's process builds models only to discover the search space: it keeps
+    off the GPUs, which TensorFlow would otherwise fill, so the trials get them whole."""
+    import tensorflow as tf
+
+    try:
+        tf.config.set_visible_devices([], "GPU")
+    except RuntimeError:  # TensorFlow is already running here (an earlier sweep)
+        pass
 
 
 def _best_model_probabilities(tuner, best: dict[str, Any], images):

@@ -7,10 +7,12 @@ end, so every run ends FINISHED, FAILED or KILLED with the reason on it.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import importlib.metadata
 import io
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -304,18 +306,12 @@ class SweepRun:
             mlflow.log_figure(fig, path)
 
     def log_model(self, model: Any, settings: dict[str, Any], metadata: dict[str, Any]) -> str:
-        """The trained model, with its preprocessing and pinned requirements; its URI."""
-        from happysad import model_format
+        return log_model(model, settings, metadata)
 
-        info = model_format.log_model(
-            model,
-            settings=settings,
-            metadata={"happysad": metadata},
-            # Explicit: inferring them starts a subprocess that costs seconds per model.
-            pip_requirements=model_requirements(settings),
-        )
-        mlflow.set_tag(f"{TAG}model_uri", info.model_uri)
-        return info.model_uri
+    def log_trial_file(self, path: str, artifact: str) -> None:
+        """A file of the trial in progress, when it has anything in it."""
+        if os.path.exists(path) and os.path.getsize(path) > 0:
+            mlflow.log_artifact(path, os.path.dirname(artifact) or None)
 
     def end_trial(self, status: str, reason: str | None = None, details: str | None = None) -> None:
         if reason:
@@ -325,6 +321,35 @@ class SweepRun:
             mlflow.log_text(details, "failure.txt")
         mlflow.end_run(status)
         self.trial_run_id = None
+
+
+def log_model(model: Any, settings: dict[str, Any], metadata: dict[str, Any]) -> str:
+    """The trained model, on the active run, with its preprocessing and pinned
+    requirements; its URI."""
+    from happysad import model_format
+
+    info = model_format.log_model(
+        model,
+        settings=settings,
+        metadata={"happysad": metadata},
+        # Explicit: inferring them starts a subprocess that costs seconds per model.
+        pip_requirements=model_requirements(settings),
+    )
+    mlflow.set_tag(f"{TAG}model_uri", info.model_uri)
+    return info.model_uri
+
+
+@contextlib.contextmanager
+def attached(uri: str, run_id: str):
+    """Make `run_id` the active run of this process (a trial's own process) without
+    ending it: its status stays the sweep's to set."""
+    active = mlflow.active_run()
+    if active is not None and active.info.run_id == run_id:
+        yield
+        return
+    mlflow.set_tracking_uri(uri)
+    mlflow.start_run(run_id=run_id)
+    yield
 
 
 def image_dataset(summary: dict[str, Any]):

@@ -1,30 +1,32 @@
 """keras-tuner's search, with every trial recorded in MLflow and shown on the console.
 
-The tracking rides on keras-tuner's own lifecycle hooks: a trial's MLflow run is
-opened in `on_trial_begin`, gets one row of metrics per epoch in `on_epoch_end`,
-and is closed in `on_trial_end` once the oracle has scored the trial, FINISHED
-with its plots and model, or FAILED with the reason keras-tuner would otherwise
-swallow.
+The tracking rides on keras-tuner's own lifecycle: a trial's MLflow run is opened
+in `on_trial_begin`; `run_trial` has the trial trained (in its own process, see
+training.py), logging one row of metrics per epoch as each ends; the run is closed
+in `on_trial_end` once the oracle has scored the trial, FINISHED with its plots
+and model, or FAILED with the reason keras-tuner would otherwise swallow.
 """
 
 from __future__ import annotations
 
+import gc
 import time
 import traceback
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
 
 import keras_tuner as kt
+import mlflow
 import numpy as np
 from keras_tuner.engine import trial as trial_module
 from keras_tuner.src import config as kt_config
 
-from happysad import evaluation, plots
+from happysad import evaluation, plots, training
 from happysad.config import SEED_LIMIT, Config, TunerName
 from happysad.data import CLASS_NAMES, ImageData
 from happysad.hypermodel import FaceHyperModel
 from happysad.progress import Console
-from happysad.pyfunc import probabilities
 from happysad.tracking import FAILED, FINISHED, SweepRun
 
 COMPLETED = trial_module.TrialStatus.COMPLETED
@@ -163,6 +165,7 @@ def failure_reason(message: str | None) -> str:
     reason = lines[-1]
     for prefix in ("keras_tuner.src.errors.", "keras_tuner.errors."):
         reason = reason.removeprefix(prefix)
+    reason = reason.removeprefix("happysad.training.TrialProcessFailed: ")
     return reason.removeprefix("FailedTrialError: ")
 
 
@@ -182,6 +185,11 @@ class TrackedTunerMixin:
 
     def on_search_begin(self):
         super().on_search_begin()
+        # Each trial's figures are cyclic garbage holding megabytes of native image
+        # buffers that Python's collector does not count, so they are collected after
+        # every trial; freezing what exists now keeps that collection quick.
+        gc.collect()
+        gc.freeze()
         planned = planned_trials(self, self.cfg)
         self.console = Console(planned, self.cfg.tuner.objective.value, done=len(self.results))
 
@@ -190,7 +198,8 @@ class TrackedTunerMixin:
         self._trial_started = time.monotonic()
         self._history: dict[str, list[float]] = defaultdict(list)
         self._epochs: list[int] = []
-        self._model = None
+        self._outcome: training.TrialOutcome | None = None
+        self._failure_details: str | None = None
         values = active_values(trial.hyperparameters)
         self.console.trial_begin(trial.trial_id, values)
         seeds = {
@@ -200,21 +209,55 @@ class TrackedTunerMixin:
         }
         self.sweep.start_trial(trial.trial_id, values, tags=seeds)
 
-    def on_epoch_begin(self, trial, model, epoch, logs=None):
-        super().on_epoch_begin(trial, model, epoch, logs)
-        self._epoch_started = time.monotonic()
+    def run_trial(self, trial, data: ImageData, **kwargs):
+        """Train the trial (in its own process unless sweep.isolate_trials=false);
+        keras-tuner scores it from the returned history."""
+        hp = trial.hyperparameters
+        trial_dir = Path(self.get_trial_dir(trial.trial_id)).resolve()
+        warm_start = None
+        if "tuner/trial_id" in hp.values:  # Hyperband goes on from an earlier trial's weights
+            warm_start = str(
+                Path(self._get_checkpoint_fname(hp.values["tuner/trial_id"])).resolve()
+            )
+        job = training.TrialJob(
+            cfg=self.cfg,
+            data=data,
+            hyperparameters=hp,
+            objective=self.oracle.objective.name,
+            maximize=self.oracle.objective.direction == "max",
+            checkpoint=str(Path(self._get_checkpoint_fname(trial.trial_id)).resolve()),
+            build_config=str(Path(self._get_build_config_fname(trial.trial_id)).resolve()),
+            warm_start=warm_start,
+            epochs=hp.values.get("tuner/epochs", self.cfg.tuner.epochs),
+            initial_epoch=hp.values.get("tuner/initial_epoch", 0),
+            log_path=str(trial_dir / "process.log") if self.cfg.sweep.isolate_trials else None,
+        )
+        self._planned_epochs = job.epochs
+        if self.cfg.mlflow.log_models:
+            job.tracking_uri = mlflow.get_tracking_uri()
+            job.run_id = self.sweep.trial_run_id
+            job.model_settings = {
+                "preprocessing": data.preprocessing.to_dict(),
+                "class_names": list(CLASS_NAMES),
+                "max_pixels": self.cfg.data.max_pixels,
+            }
+            job.model_metadata = model_metadata(self.cfg, data, trial.trial_id)
+        try:
+            self._outcome = training.run(job, self._epoch_done, self.cfg.sweep.isolate_trials)
+        except training.TrialProcessFailed as err:
+            self._failure_details = err.details
+            raise
+        finally:
+            if job.log_path:
+                self.sweep.log_trial_file(job.log_path, "logs/process.log")
+        return self._outcome.keras_history()
 
-    def on_epoch_end(self, trial, model, epoch, logs=None):
-        super().on_epoch_end(trial, model, epoch, logs=logs)
-        seconds = time.monotonic() - self._epoch_started
-        metrics = {name: float(v) for name, v in (logs or {}).items()}
+    def _epoch_done(self, epoch: int, metrics: dict[str, float], seconds: float) -> None:
         for name, v in metrics.items():
             self._history[name].append(v)
         self._epochs.append(epoch)
         self.sweep.log_epoch({**metrics, "epoch_time": seconds}, epoch)
-        epochs = trial.hyperparameters.values.get("tuner/epochs", self.cfg.tuner.epochs)
-        self.console.epoch(epoch, epochs, metrics, seconds)
-        self._model = model
+        self.console.epoch(epoch, self._planned_epochs, metrics, seconds)
 
     def on_trial_end(self, trial):
         try:
@@ -222,7 +265,7 @@ class TrackedTunerMixin:
             super().on_trial_end(trial)
         finally:
             self._record(self.oracle.get_trial(trial.trial_id))
-            self._model = None
+            self._outcome = None
 
     def _record(self, trial) -> None:
         result = {
@@ -235,9 +278,14 @@ class TrackedTunerMixin:
             "reason": None,
             "model_uri": None,
         }
-        if trial.status == COMPLETED and self._model is not None:
+        outcome = self._outcome
+        if trial.status == COMPLETED and outcome is not None and outcome.record_error:
+            result["reason"] = f"recording the trial failed: {outcome.record_error}"
+            self.sweep.end_trial(FAILED, result["reason"], outcome.record_details)
+        elif trial.status == COMPLETED and outcome is not None:
             try:
-                result["model_uri"] = self._log_finished(trial)
+                self._log_finished(trial, outcome)
+                result["model_uri"] = outcome.model_uri
                 result["score"] = float(trial.score)
                 self.sweep.end_trial(FINISHED)
             except Exception as err:  # noqa: BLE001 - recorded on the run, then the search goes on
@@ -245,7 +293,7 @@ class TrackedTunerMixin:
                 self.sweep.end_trial(FAILED, result["reason"], traceback.format_exc())
         else:
             result["reason"] = failure_reason(trial.message)
-            self.sweep.end_trial(FAILED, result["reason"], trial.message)
+            self.sweep.end_trial(FAILED, result["reason"], self._failure_details or trial.message)
         if result["reason"]:
             result["status"] = FAILED
         result["seconds"] = time.monotonic() - self._trial_started
@@ -253,14 +301,20 @@ class TrackedTunerMixin:
         self.console.trial_end(
             trial.trial_id, result["seconds"], result["score"], result["reason"], self._best()
         )
+        gc.collect()
+
+    def search(self, *args, **kwargs):
+        try:
+            return super().search(*args, **kwargs)
+        finally:
+            gc.unfreeze()
 
     def _best(self) -> tuple[str, float] | None:
         best = best_by(self.results, maximize=self.oracle.objective.direction == "max")
         return None if best is None else (best["trial_id"], best["score"])
 
-    def _log_finished(self, trial) -> str | None:
-        model, data = self._model, self.data
-        prob = probabilities(model, data.val.x)
+    def _log_finished(self, trial, outcome: training.TrialOutcome) -> None:
+        data, prob = self.data, outcome.probabilities
         val = evaluation.binary_metrics(data.val.y, prob)
         fpr, tpr = evaluation.roc_curve(data.val.y, prob)
         recall, precision = evaluation.pr_curve(data.val.y, prob)
@@ -302,14 +356,6 @@ class TrackedTunerMixin:
             },
             figures,
         )
-        if not self.cfg.mlflow.log_models:
-            return None
-        settings = {
-            "preprocessing": data.preprocessing.to_dict(),
-            "class_names": list(CLASS_NAMES),
-            "max_pixels": self.cfg.data.max_pixels,
-        }
-        return self.sweep.log_model(model, settings, model_metadata(self.cfg, data, trial.trial_id))
 
 
 def model_metadata(cfg: Config, data: ImageData, trial_id: str) -> dict[str, Any]:

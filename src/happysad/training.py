@@ -1,0 +1,303 @@
+"""Training one trial: build, fit, score on validation, log the model; by default in
+a fresh process.
+
+TensorFlow keeps some native memory of every model it has trained, even after
+`keras.backend.clear_session()`: about 9 MiB a trial here, so a long sweep grows
+without bound (benchmarks/memory.py). With `sweep.isolate_trials=true` (the
+default) each trial trains in its own child process, forked from a server that
+imported TensorFlow once and never trained: the trial's memory, host and GPU, is
+returned when it ends, and a trial that crashes the interpreter or is killed for
+memory fails alone while the sweep goes on. The sweep's process draws the
+hyperparameters, records in MLflow and shows progress; the child reports each
+epoch back as it ends.
+
+The same `train` runs in the sweep's process with `sweep.isolate_trials=false`
+(for a debugger, or where processes cannot be forked).
+"""
+
+from __future__ import annotations
+
+import gc
+import multiprocessing
+import os
+import signal
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import keras
+import keras_tuner
+import mlflow.keras  # noqa: F401 - the fork server imports these once, not every trial
+import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+import mlflow.utils.environment  # noqa: F401
+import mlflow.utils.requirements_utils  # noqa: F401
+import numpy as np
+from keras_tuner.src import utils as kt_utils
+from keras_tuner.src.engine import tuner_utils
+
+from happysad import model_format, tracking  # noqa: F401 - the fork server imports them once
+from happysad.config import Config
+from happysad.data import ImageData
+from happysad.hypermodel import FaceHyperModel
+from happysad.pyfunc import probabilities
+
+# What a trial's child process reports after each epoch: epoch, logs, seconds.
+EpochReport = Callable[[int, dict[str, float], float], None]
+_IN_TRIAL_PROCESS = False
+LOG_TAIL = 40  # lines of a dead trial process's error output kept with its failure
+
+
+@dataclass
+class TrialJob:
+    """Everything one trial needs, sent to its process."""
+
+    cfg: Config
+    data: ImageData
+    hyperparameters: keras_tuner.HyperParameters
+    objective: str
+    maximize: bool
+    checkpoint: str  # keras-tuner's best-epoch weights, for tuner.load_model and Hyperband
+    build_config: str
+    warm_start: str | None = None  # Hyperband: the checkpoint this trial goes on from
+    epochs: int | None = None
+    initial_epoch: int = 0
+    tracking_uri: str | None = None  # with run_id: log the trained model to this run
+    run_id: str | None = None
+    model_settings: dict[str, Any] = field(default_factory=dict)
+    model_metadata: dict[str, Any] = field(default_factory=dict)
+    log_path: str | None = None  # the child's error output
+
+
+@dataclass
+class TrialOutcome:
+    history: dict[str, list[float]]
+    epochs: list[int]
+    probabilities: np.ndarray  # P(happy) per validation image, from the best epoch's weights
+    model_uri: str | None = None
+    record_error: str | None = None  # logging the model failed: why
+    record_details: str | None = None
+    peak_rss_mib: float | None = None  # of the trial's process, when it had its own
+
+    def keras_history(self) -> keras.callbacks.History:
+        """The form keras-tuner scores a trial from."""
+        history = keras.callbacks.History()
+        history.history, history.epoch = self.history, self.epochs
+        return history
+
+
+class TrialProcessFailed(keras_tuner.errors.FailedTrialError):
+    """The trial failed in its process; `details` has its traceback or error output."""
+
+    def __init__(self, reason: str, details: str | None = None):
+        super().__init__(reason)
+        self.details = details
+
+
+class _Reporter(keras.callbacks.Callback):
+    def __init__(self, report: EpochReport):
+        super().__init__()
+        self._report = report
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._started = time.monotonic()
+
+    def on_epoch_end(self, epoch, logs=None):
+        metrics = {name: float(v) for name, v in (logs or {}).items()}
+        self._report(epoch, metrics, time.monotonic() - self._started)
+
+
+def train(job: TrialJob, report: EpochReport) -> TrialOutcome:
+    """Train one trial in this process; a FailedTrialError fails it with the reason."""
+    if not _IN_TRIAL_PROCESS:  # a fresh process has nothing to clear
+        keras.backend.clear_session()
+        gc.collect()
+    hypermodel = FaceHyperModel(job.cfg, job.data.input_shape)
+    hp = job.hyperparameters
+    model = hypermodel.build(hp)
+    if job.warm_start:
+        model.load_weights(job.warm_start)
+    kt_utils.save_json(job.build_config, model.get_build_config())
+    objective = keras_tuner.Objective(job.objective, "max" if job.maximize else "min")
+    callbacks = [_Reporter(report), tuner_utils.SaveBestEpoch(objective, job.checkpoint)]
+    fit = hypermodel.fit(
+        hp,
+        model,
+        job.data,
+        callbacks=callbacks,
+        epochs=job.epochs,
+        initial_epoch=job.initial_epoch,
+    )
+    outcome = TrialOutcome(
+        history={name: [float(v) for v in values] for name, values in fit.history.items()},
+        epochs=list(fit.epoch),
+        probabilities=probabilities(model, job.data.val.x),
+    )
+    if job.run_id is not None:
+        try:
+            with tracking.attached(job.tracking_uri, job.run_id):
+                outcome.model_uri = tracking.log_model(
+                    model, job.model_settings, job.model_metadata
+                )
+        except Exception as err:  # noqa: BLE001 - the sweep records it on the trial's run
+            outcome.record_error = f"logging the model failed: {type(err).__name__}: {err}"
+            outcome.record_details = traceback.format_exc()
+    return outcome
+
+
+def run(job: TrialJob, report: EpochReport, isolate: bool) -> TrialOutcome:
+    """Train one trial, in a fresh process when `isolate`; raises TrialProcessFailed."""
+    if not isolate:
+        return train(job, report)
+    context = _context()
+    receive, send = context.Pipe(duplex=False)
+    process = context.Process(target=_child, args=(job, send), name="happysad-trial", daemon=True)
+    try:
+        process.start()
+    except OSError as err:  # it died as it started, before it had read its job
+        raise TrialProcessFailed(
+            f"the trial's process ended as it started ({type(err).__name__}: {err}). If every "
+            'trial of a script ends so, run the sweep under `if __name__ == "__main__":` '
+            "(Python's rule for programs that start processes)"
+        ) from err
+    finally:
+        send.close()
+    outcome = failure = None
+    try:
+        while True:
+            try:
+                message = receive.recv()
+            except EOFError:  # the process ended: its last message came before
+                break
+            if message[0] == "epoch":
+                report(*message[1:])
+            elif message[0] == "done":
+                outcome = message[1]
+            else:
+                failure = TrialProcessFailed(message[1], message[2])
+        process.join()
+    except BaseException:  # Ctrl-C, SIGTERM: the trial stops with the sweep
+        process.kill()
+        process.join()
+        raise
+    finally:
+        receive.close()
+    if failure is not None:
+        raise failure
+    if outcome is None:
+        raise TrialProcessFailed(_death(process.exitcode), _tail(job.log_path))
+    return outcome
+
+
+def start() -> None:
+    """Start the server trial processes are forked from: it imports TensorFlow once,
+    while the sweep opens its store and builds its tuner."""
+    if _FORKSERVER:
+        from multiprocessing import forkserver
+
+        _context()
+        forkserver.ensure_running()
+
+
+_FORKSERVER = "forkserver" in multiprocessing.get_all_start_methods()
+
+
+def _context():
+    if not _FORKSERVER:  # Windows: every trial imports TensorFlow again (seconds)
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    # What a trial needs, imported once in the server; children start from there.
+    context.set_forkserver_preload(["happysad.trial_server"])
+    return context
+
+
+def warm_up() -> None:
+    """Fill the caches every trial's process would otherwise fill again (the fork
+    server runs this once)."""
+    try:  # MLflow maps modules to packages once per process to check a model's requirements
+        from mlflow.utils import requirements_utils
+
+        requirements_utils._init_packages_to_modules_map()
+    except Exception:  # noqa: BLE001 - private API: without it a trial logs its model slower
+        pass
+
+
+def _child(job: TrialJob, conn) -> None:
+    """The trial's process: train, report, exit. The sweep's process owns the runs'
+    status; this process only adds the model to the trial's run."""
+    global _IN_TRIAL_PROCESS
+    _IN_TRIAL_PROCESS = True
+    # What the fork server imported is shared with it until written to: keep the
+    # garbage collector from touching (and so copying) all of it.
+    gc.freeze()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the sweep, which stops us
+    _die_with_parent()
+    if job.log_path:
+        # TensorFlow's per-process start-up lines and warnings go to the trial's log,
+        # recorded on its run, instead of repeating on the console every trial.
+        Path(job.log_path).parent.mkdir(parents=True, exist_ok=True)
+        log = os.open(job.log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(log, 2)
+        os.close(log)
+        sys.stderr = os.fdopen(2, "w", buffering=1)
+    if job.cfg.deterministic:
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+
+    def report(epoch: int, metrics: dict[str, float], seconds: float) -> None:
+        try:
+            conn.send(("epoch", epoch, metrics, seconds))
+        except (BrokenPipeError, ConnectionResetError):
+            os._exit(1)  # the sweep is gone: nobody to train for
+
+    try:
+        outcome = train(job, report)
+        outcome.peak_rss_mib = _peak_rss_mib()
+        conn.send(("done", outcome))
+    except BaseException as err:  # noqa: BLE001 - reported to the sweep, which records it
+        if isinstance(err, keras_tuner.errors.FailedTrialError):
+            reason = str(err)
+        else:
+            reason = f"{type(err).__name__}: {err}"
+        conn.send(("failed", reason, traceback.format_exc()))
+    finally:
+        conn.close()
+
+
+def _die_with_parent() -> None:
+    """On Linux, end with the process that started this one (the fork server, which
+    ends with the sweep), so a hard-killed sweep leaves no trial training."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _peak_rss_mib() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _death(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        name = signal.Signals(-exitcode).name
+        hint = " (the system may have run out of memory)" if -exitcode == signal.SIGKILL else ""
+        return f"the trial's process was killed by {name}{hint}"
+    return f"the trial's process ended with exit code {exitcode} before its result"
+
+
+def _tail(path: str | None) -> str | None:
+    if not path or not os.path.exists(path):
+        return None
+    lines = Path(path).read_text(errors="replace").splitlines()[-LOG_TAIL:]
+    return "\n".join(lines) or None
