@@ -31,15 +31,11 @@ from typing import Any
 
 import keras
 import keras_tuner
-import mlflow.keras  # noqa: F401 - the fork server imports these once, not every trial
-import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
-import mlflow.utils.environment  # noqa: F401
-import mlflow.utils.requirements_utils  # noqa: F401
 import numpy as np
 from keras_tuner.src import utils as kt_utils
 from keras_tuner.src.engine import tuner_utils
 
-from happysad import model_format, tracking  # noqa: F401 - the fork server imports them once
+from happysad import tracking
 from happysad.config import Config
 from happysad.data import ImageData
 from happysad.hypermodel import FaceHyperModel
