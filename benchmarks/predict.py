@@ -83,7 +83,7 @@ def log_model(tmp: Path) -> tuple[str, str]:
         "class_names": ["sad", "happy"],
         "max_pixels": 40_000_000,
     }
-    model_uri = sweep.log_model(model, settings, {})
+    model_uri = tracking.log_model(model, settings, {})
     sweep.end(tracking.FINISHED)
     mlflow.set_tracking_uri(uri)
     return uri, model_uri

@@ -185,20 +185,21 @@ def _grandchildren(pid: int) -> list[int]:
     by the server it started."""
     children: dict[int, list[int]] = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            state, ppid = stat.read_text().rsplit(")", 1)[1].split()[:2]
-        except (OSError, ValueError):
-            continue
-        if state != "Z":  # a zombie has ended; only its parent has not read its status
-            children.setdefault(int(ppid), []).append(int(stat.parent.name))
+        process = int(stat.parent.name)
+        parent = _running_parent(process)
+        if parent is not None:
+            children.setdefault(parent, []).append(process)
     return [g for c in children.get(pid, []) for g in children.get(c, [])]
 
 
-def _running(pid: int) -> bool:
+def _running_parent(pid: int) -> int | None:
+    """The parent of a process still running; None once it has ended (a zombie has
+    ended too: only its parent has not read its status yet)."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+        state, parent = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[:2]
+    except (OSError, ValueError):
+        return None
+    return None if state == "Z" else int(parent)
 
 
 def _wait_for_trial_process(pid: int, limit: float = 120) -> int:
@@ -222,7 +223,7 @@ def test_a_sweep_killed_in_a_trial_resumes_without_duplicates(tmp_path, image_ca
     process.wait(timeout=60)
     # ... and the trial's process does not train on for nobody.
     deadline = time.monotonic() + 20
-    while any(_running(p) for p in training):
+    while any(_running_parent(p) is not None for p in training):
         assert time.monotonic() < deadline, "the trial's process outlived the killed sweep"
         time.sleep(0.1)
     parents, children = _runs(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")

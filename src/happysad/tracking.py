@@ -7,7 +7,6 @@ end, so every run ends FINISHED, FAILED or KILLED with the reason on it.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import importlib.metadata
 import io
@@ -305,13 +304,11 @@ class SweepRun:
         for path, fig in figures.items():
             mlflow.log_figure(fig, path)
 
-    def log_model(self, model: Any, settings: dict[str, Any], metadata: dict[str, Any]) -> str:
-        return log_model(model, settings, metadata)
-
-    def log_trial_file(self, path: str, artifact: str) -> None:
-        """A file of the trial in progress, when it has anything in it."""
+    def log_trial_file(self, path: str, folder: str) -> None:
+        """A file of the trial in progress, into `folder` of its run, when it has
+        anything in it."""
         if os.path.exists(path) and os.path.getsize(path) > 0:
-            mlflow.log_artifact(path, os.path.dirname(artifact) or None)
+            mlflow.log_artifact(path, folder)
 
     def end_trial(self, status: str, reason: str | None = None, details: str | None = None) -> None:
         if reason:
@@ -339,17 +336,14 @@ def log_model(model: Any, settings: dict[str, Any], metadata: dict[str, Any]) ->
     return info.model_uri
 
 
-@contextlib.contextmanager
-def attached(uri: str, run_id: str):
-    """Make `run_id` the active run of this process (a trial's own process) without
-    ending it: its status stays the sweep's to set."""
+def attach(uri: str, run_id: str) -> None:
+    """Make `run_id` the active run of this process (in a trial's own process), never
+    to be ended here: its status stays the sweep's to set."""
     active = mlflow.active_run()
     if active is not None and active.info.run_id == run_id:
-        yield
         return
     mlflow.set_tracking_uri(uri)
     mlflow.start_run(run_id=run_id)
-    yield
 
 
 def image_dataset(summary: dict[str, Any]):

@@ -43,7 +43,6 @@ from happysad.pyfunc import probabilities
 
 # What a trial's child process reports after each epoch: epoch, logs, seconds.
 EpochReport = Callable[[int, dict[str, float], float], None]
-_IN_TRIAL_PROCESS = False
 LOG_TAIL = 40  # lines of a dead trial process's error output kept with its failure
 
 
@@ -106,9 +105,9 @@ class _Reporter(keras.callbacks.Callback):
         self._report(epoch, metrics, time.monotonic() - self._started)
 
 
-def train(job: TrialJob, report: EpochReport) -> TrialOutcome:
+def train(job: TrialJob, report: EpochReport, fresh_process: bool = False) -> TrialOutcome:
     """Train one trial in this process; a FailedTrialError fails it with the reason."""
-    if not _IN_TRIAL_PROCESS:  # a fresh process has nothing to clear
+    if not fresh_process:  # a fresh process has nothing to clear
         keras.backend.clear_session()
         gc.collect()
     hypermodel = FaceHyperModel(job.cfg, job.data.input_shape)
@@ -134,10 +133,8 @@ def train(job: TrialJob, report: EpochReport) -> TrialOutcome:
     )
     if job.run_id is not None:
         try:
-            with tracking.attached(job.tracking_uri, job.run_id):
-                outcome.model_uri = tracking.log_model(
-                    model, job.model_settings, job.model_metadata
-                )
+            tracking.attach(job.tracking_uri, job.run_id)
+            outcome.model_uri = tracking.log_model(model, job.model_settings, job.model_metadata)
         except Exception as err:  # noqa: BLE001 - the sweep records it on the trial's run
             outcome.record_error = f"logging the model failed: {type(err).__name__}: {err}"
             outcome.record_details = traceback.format_exc()
@@ -224,8 +221,6 @@ def warm_up() -> None:
 def _child(job: TrialJob, conn) -> None:
     """The trial's process: train, report, exit. The sweep's process owns the runs'
     status; this process only adds the model to the trial's run."""
-    global _IN_TRIAL_PROCESS
-    _IN_TRIAL_PROCESS = True
     # What the fork server imported is shared with it until written to: keep the
     # garbage collector from touching (and so copying) all of it.
     gc.freeze()
@@ -251,7 +246,7 @@ def _child(job: TrialJob, conn) -> None:
             os._exit(1)  # the sweep is gone: nobody to train for
 
     try:
-        outcome = train(job, report)
+        outcome = train(job, report, fresh_process=True)
         outcome.peak_rss_mib = _peak_rss_mib()
         conn.send(("done", outcome))
     except BaseException as err:  # noqa: BLE001 - reported to the sweep, which records it

@@ -249,7 +249,7 @@ class TrackedTunerMixin:
             raise
         finally:
             if job.log_path:
-                self.sweep.log_trial_file(job.log_path, "logs/process.log")
+                self.sweep.log_trial_file(job.log_path, "logs")
         return self._outcome.keras_history()
 
     def _epoch_done(self, epoch: int, metrics: dict[str, float], seconds: float) -> None:
