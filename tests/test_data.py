@@ -350,8 +350,9 @@ def test_a_one_epoch_sweep_on_fer2013_photos(tmp_path, store_uri):
 
 
 @needs_fer
-def test_face_cropping_finds_the_face_or_reports_the_image(tmp_path):
-    from happysad.config import FaceCrop, NoFace
+@pytest.mark.parametrize("detector", ["mtcnn", "haar"])
+def test_face_cropping_finds_the_face_or_reports_the_image(tmp_path, detector):
+    from happysad.config import FaceDetector, Faces, NoFace
 
     root = tmp_path / "photos"
     for name in ("happy", "sad"):
@@ -366,7 +367,8 @@ def test_face_cropping_finds_the_face_or_reports_the_image(tmp_path):
     settings = {
         "seed": 0,
         "image_size": 48,
-        "face_crop": FaceCrop.haar,
+        "faces": Faces.detect,
+        "face_detector": FaceDetector(detector),
         "val_fraction": 0.2,
         "test_fraction": 0.2,
     }

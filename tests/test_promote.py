@@ -19,6 +19,7 @@ from PIL import Image
 from happysad.config import compose
 from happysad.sweep import run_sweep
 from tests.conftest import compose_config, free_port, wait_for_http
+from tests.test_faces import MUX, THREE, _composite
 
 pytestmark = pytest.mark.slow
 
@@ -147,11 +148,16 @@ def test_predict_files_a_folder_and_a_glob_with_an_unreadable_file(store, tmp_pa
     assert done.returncode == 0, done.stderr[-2000:]
     lines = done.stdout.strip().splitlines()
     assert len(lines) == 1 + 4 + 3 + 1
-    assert all(line.split()[1] in ("happy", "sad") for line in lines if "error:" not in line)
+    # 64x64 pictures are face crops to a 48x48 model: classified whole, one line each.
+    assert all(
+        line.split()[1:4] == ["whole", "0,0", "64x64"] and line.split()[4] in ("happy", "sad")
+        for line in lines
+        if "error:" not in line
+    )
     assert sum("broken.png  error: not an image Pillow can read" in line for line in lines) == 1
     assert "no file matches" in lines[-1]
     rows = out_csv.read_text().splitlines()
-    assert rows[0] == "path,label,probability,error" and len(rows) == 10
+    assert rows[0] == "path,face,x,y,width,height,label,probability,error" and len(rows) == 10
     assert _predict(store, str(faces[1]), "--output", str(out_json)).returncode == 0
     (row,) = json.loads(out_json.read_text())
     assert row["label"] in ("happy", "sad") and 0 <= row["probability"] <= 1
@@ -192,6 +198,23 @@ def test_predict_without_a_champion_says_which_command_makes_one(tmp_path):
     assert done.returncode == 2 and "no MLflow store at" in done.stderr
 
 
+def _invoke(port: int, pictures: list[bytes], params: dict | None = None) -> list[dict]:
+    """The server's rows for the pictures, parsed as strictly as JavaScript's JSON.parse
+    would: NaN or Infinity in the answer fails the test."""
+    encoded = [base64.b64encode(p).decode() for p in pictures]
+    body = {"dataframe_split": {"columns": ["image"], "data": [[e] for e in encoded]}}
+    if params:
+        body["params"] = params
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/invocations",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    text = urllib.request.urlopen(request, timeout=120).read().decode()
+    answer = json.loads(text, parse_constant=lambda word: pytest.fail(f"{word} in {text}"))
+    return answer["predictions"]
+
+
 def test_mlflow_serves_the_champion_over_http(store, tmp_path):
     root, uri = store
     _promote(store, "sweep.name=good", "promote.force=true")
@@ -223,30 +246,30 @@ def test_mlflow_serves_the_champion_over_http(store, tmp_path):
     try:
         wait_for_http(f"http://127.0.0.1:{port}/ping", server)
         faces = _faces(tmp_path / "photos", 2)
-        encoded = [base64.b64encode(p.read_bytes()).decode() for p in faces]
+        pictures = [p.read_bytes() for p in faces]
         png = io.BytesIO()
-        Image.new("RGB", (300, 200), (20, 40, 60)).save(png, format="PNG")  # another size and mode
-        encoded.append(base64.b64encode(png.getvalue()).decode())
-        body = json.dumps(
-            {"dataframe_split": {"columns": ["image"], "data": [[e] for e in encoded]}}
-        )
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/invocations",
-            data=body.encode(),
-            headers={"Content-Type": "application/json"},
-        )
-        answer = json.loads(urllib.request.urlopen(request, timeout=60).read())
-        predictions = answer["predictions"]
-        assert len(predictions) == 3
+        Image.new("RGB", (300, 200), (20, 40, 60)).save(png, format="PNG")  # no face in it
+        pictures.append(png.getvalue())
+        if MUX.is_dir():  # three real faces in one picture
+            three = io.BytesIO()
+            _composite(THREE).save(three, format="PNG")
+            pictures.append(three.getvalue())
+        rows = _invoke(port, pictures)
+        assert [(r["input"], r["face"]) for r in rows][:3] == [(0, None), (1, None), (2, None)]
         assert all(
-            p["label"] in ("happy", "sad") and 0 <= p["probability"] <= 1 for p in predictions
+            r["label"] in ("happy", "sad") and 0 <= r["probability"] <= 1 and r["error"] is None
+            for r in rows[:2]
         )
+        assert rows[2]["error"] == "no face found" and rows[2]["label"] is None
+        if MUX.is_dir():
+            assert [(r["input"], r["face"]) for r in rows[3:]] == [(3, 1), (3, 2), (3, 3)]
+            assert all(r["label"] in ("happy", "sad") and r["width"] > 100 for r in rows[3:])
+            largest = _invoke(port, pictures[3:], {"faces": "largest"})
+            assert [(r["input"], r["face"]) for r in largest] == [(0, 1)]
+            assert largest[0]["probability"] == rows[3]["probability"]
         # The server answers what predict answers for the same file.
         local = _predict(store, str(faces[0])).stdout.split()
-        assert (
-            local[1] == predictions[0]["label"]
-            and abs(float(local[2]) - predictions[0]["probability"]) < 1e-4
-        )
+        assert local[4] == rows[0]["label"] and abs(float(local[5]) - rows[0]["probability"]) < 1e-4
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -77,13 +77,21 @@ class Resize(Enum):
     stretch = "stretch"  # squeeze to a square
 
 
-class FaceCrop(Enum):
-    none = "none"
-    haar = "haar"  # OpenCV's frontal-face cascade: crop the largest face
+class Faces(Enum):
+    """What the training images are, and so what prediction does with a picture."""
+
+    crops = "crops"  # face crops (FER2013, the synthetic faces): prediction finds and crops faces
+    detect = "detect"  # photos: training crops each image's largest face, prediction every face
+    whole = "whole"  # whole pictures, in training and in prediction
+
+
+class FaceDetector(Enum):
+    mtcnn = "mtcnn"  # MTCNN (the mtcnn package, on TensorFlow): the default, by measurement
+    haar = "haar"  # OpenCV's frontal-face cascade
 
 
 class NoFace(Enum):
-    skip = "skip"  # an image where face_crop finds no face is skipped and reported
+    skip = "skip"  # an image where data.faces=detect finds no face is skipped and reported
     keep = "keep"  # ... or used whole
 
 
@@ -139,7 +147,8 @@ class DataConfig:
     image_size: int = 48
     color_mode: ColorMode = ColorMode.grayscale
     resize: Resize = Resize.pad
-    face_crop: FaceCrop = FaceCrop.none
+    faces: Faces = Faces.whole
+    face_detector: FaceDetector = FaceDetector.mtcnn
     # Share of the face's side added around it on every side when cropping.
     face_margin: float = 0.25
     no_face: NoFace = NoFace.skip

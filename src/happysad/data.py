@@ -144,7 +144,8 @@ def load(data: Any) -> ImageData:
         image_size=data.image_size,
         color_mode=data.color_mode.value,
         resize=data.resize.value,
-        face_crop=data.face_crop.value,
+        faces=data.faces.value,
+        face_detector=data.face_detector.value,
         face_margin=data.face_margin,
     )
     settings = {

@@ -8,13 +8,14 @@ it is saved with every model so that prediction prepares images the same way.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 from dataclasses import asdict, dataclass
 from typing import IO, Any
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from .faces import Face, crop_box, find_faces
 
 # Modes that carry transparency: composited on white before conversion, as a
 # browser shows them, rather than letting transparent pixels turn black.
@@ -25,41 +26,66 @@ class Unusable(Exception):
     """A file that cannot serve as a training image; the message is the reason."""
 
 
+# What a model's training images were, and so what prediction does with a picture.
+CROPS = "crops"  # face crops (FER2013, the synthetic faces): find faces, crop each like them
+DETECT = "detect"  # photos whose largest face was found and cropped in training
+WHOLE = "whole"  # whole pictures, in training and in prediction
+
+
 @dataclass(frozen=True)
 class Preprocessing:
     image_size: int
     color_mode: str = "grayscale"  # grayscale | rgb
     resize: str = "pad"  # pad | crop | stretch
-    face_crop: str = "none"  # none | haar
+    faces: str = WHOLE  # crops | detect | whole
+    face_detector: str = "mtcnn"  # mtcnn | haar
     face_margin: float = 0.25
 
     @property
     def channels(self) -> int:
         return 1 if self.color_mode == "grayscale" else 3
 
+    @property
+    def finds_faces(self) -> bool:
+        """Whether prediction finds the faces in a picture before classifying."""
+        return self.faces != WHOLE
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Preprocessing:
+        values = dict(values)
+        if "face_crop" in values:  # models saved before data.faces: face_crop none | haar
+            crop = values.pop("face_crop")
+            values.setdefault("faces", WHOLE if crop == "none" else DETECT)
+            if crop != "none":
+                values.setdefault("face_detector", crop)
         return cls(**{k: values[k] for k in cls.__dataclass_fields__ if k in values})
 
     def apply(self, image: Image.Image, *, keep_without_face: bool = True) -> np.ndarray:
-        """The uint8 (size, size, channels) array of an opened image.
+        """The uint8 (size, size, channels) array of an opened training image.
 
-        With face cropping, an image where no face is found raises Unusable unless
-        `keep_without_face`, in which case it is used whole.
+        With `faces=detect` the largest face is cropped; an image where no face is found
+        raises Unusable unless `keep_without_face`, in which case it is used whole.
         """
-        image = image.convert("L" if self.color_mode == "grayscale" else "RGB")
-        if self.face_crop == "haar":
-            box = largest_face(image, self.face_margin)
-            if box is not None:
-                image = image.crop(box)
-            elif not keep_without_face:
+        if self.faces == DETECT:
+            found = find_faces(image, self.face_detector)
+            if found:
+                return self.crop(image, found[0])
+            if not keep_without_face:
                 raise Unusable("no face found")
-        image = _fit(image, self.image_size, self.resize)
-        arr = np.asarray(image, dtype=np.uint8)
+        return self.whole(image)
+
+    def whole(self, image: Image.Image) -> np.ndarray:
+        """The whole picture as the model's input array."""
+        image = image.convert("L" if self.color_mode == "grayscale" else "RGB")
+        arr = np.asarray(_fit(image, self.image_size, self.resize), dtype=np.uint8)
         return arr[..., None] if arr.ndim == 2 else arr
+
+    def crop(self, image: Image.Image, face: Face) -> np.ndarray:
+        """One face of the picture, framed by data.face_margin, as the model's input array."""
+        return self.whole(image.crop(crop_box(face, self.face_margin, image.size)))
 
 
 def open_image(source: str | IO[bytes], max_pixels: int) -> Image.Image:
@@ -143,32 +169,3 @@ def _edge_color(image: Image.Image) -> Any:
     edges = np.concatenate([arr[0], arr[-1], arr[:, 0], arr[:, -1]])
     mean = edges.mean(axis=0)
     return tuple(int(v) for v in np.atleast_1d(mean)) if arr.ndim == 3 else int(mean)
-
-
-@functools.lru_cache(maxsize=1)
-def _face_detector():
-    import cv2
-
-    path = cv2.data.haarcascades + "haarcascade_frontalface_default.xml"
-    detector = cv2.CascadeClassifier(path)
-    if detector.empty():
-        raise RuntimeError(f"OpenCV's frontal-face cascade did not load from {path}")
-    return detector
-
-
-def largest_face(image: Image.Image, margin: float) -> tuple[int, int, int, int] | None:
-    """The square box around the largest frontal face, grown by `margin` of its side on
-    every side and kept inside the image; None when no face is found."""
-    gray = np.asarray(image.convert("L"))
-    smallest = max(12, min(gray.shape) // 10)
-    faces = _face_detector().detectMultiScale(
-        gray, scaleFactor=1.1, minNeighbors=5, minSize=(smallest, smallest)
-    )
-    if len(faces) == 0:
-        return None
-    x, y, w, h = max(faces, key=lambda f: f[2] * f[3])
-    height, width = gray.shape
-    side = min(int(max(w, h) * (1 + 2 * margin)), width, height)
-    left = int(np.clip(round(x + w / 2 - side / 2), 0, width - side))
-    top = int(np.clip(round(y + h / 2 - side / 2), 0, height - side))
-    return left, top, left + side, top + side

@@ -3,9 +3,10 @@ flavour that takes image files.
 
 `mlflow.keras.load_model(uri)` gives the Keras model (it takes uint8 pixel arrays
 and rescales them itself). `mlflow.pyfunc.load_model(uri)` and `mlflow models serve`
-give `happysad_pyfunc`: image file bytes (base64 in JSON) in, label and P(happy)
-out, with the preprocessing the model was trained with. The code of that flavour is
-copied into the model, so serving needs nothing of happysad installed.
+give `happysad_pyfunc`: image file bytes (base64 in JSON) in, one row per face out
+(box, label, P(happy)), with the preprocessing and face finding the model was trained
+with. The code of that flavour is copied into the model, so serving needs nothing of
+happysad installed.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 import mlflow
 from mlflow import pyfunc
 from mlflow.models import Model, ModelSignature
-from mlflow.types.schema import ColSpec, DataType, Schema
+from mlflow.types.schema import ColSpec, DataType, ParamSchema, ParamSpec, Schema
 
 from happysad import pyfunc as pyfunc_module
 
@@ -27,15 +28,27 @@ PACKAGE = "happysad_pyfunc"  # the flavour's code inside a model: not `happysad`
 CODE = "code"
 DATA = "data"  # mlflow.keras keeps data/model.keras here
 
-# Images in (file bytes; the scoring server decodes base64 for binary columns),
-# a label, P(happy) and an error per image out.
+# Images in (file bytes; the scoring server decodes base64 for binary columns); one
+# row per face out: which input, which face, its box, a label, P(happy) and an error.
+# The params choose which faces get a row and what a picture with no face gets.
 SIGNATURE = ModelSignature(
     inputs=Schema([ColSpec(DataType.binary, "image")]),
     outputs=Schema(
         [
-            ColSpec(DataType.string, "label"),
-            ColSpec(DataType.double, "probability"),
+            ColSpec(DataType.long, "input"),
+            *(
+                ColSpec(DataType.long, name, required=False)
+                for name in ("face", "x", "y", "width", "height")
+            ),
+            ColSpec(DataType.string, "label", required=False),
+            ColSpec(DataType.double, "probability", required=False),
             ColSpec(DataType.string, "error", required=False),
+        ]
+    ),
+    params=ParamSchema(
+        [
+            ParamSpec("faces", DataType.string, pyfunc_module.FACES[0]),
+            ParamSpec("no_face", DataType.string, pyfunc_module.NO_FACE[0]),
         ]
     ),
 )
@@ -65,7 +78,7 @@ def save_model(
     package = root / CODE / PACKAGE
     package.mkdir(parents=True)
     here = Path(pyfunc_module.__file__).parent
-    for name in ("pyfunc.py", "images.py"):
+    for name in ("pyfunc.py", "images.py", "faces.py"):
         shutil.copy(here / name, package / name)
     (package / "__init__.py").write_text(
         '"""happysad\'s python_function flavour, copied into the model."""\n'

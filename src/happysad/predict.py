@@ -1,14 +1,19 @@
-"""`python -m happysad.predict PATH [PATH ...] [--model URI] [--output FILE]`
+"""`python -m happysad.predict PATH [PATH ...] [--model URI] [--faces all|largest]
+[--no-face say|whole] [--annotate DIR] [--output FILE]`
 
-Classify image files with a logged model: the champion by default. PATH is an image
-file, a folder (every file in it, hidden ones left out) or a glob pattern. One line
-per image: path, label (happy or sad) and the probability of happy; a file that
-cannot be read gets its own line with the reason. `--output` writes the same as CSV
-or JSON, by the file's extension. The exit status is non-zero only if nothing could
-be predicted.
+Find the faces in pictures and classify each with a logged model: the champion by
+default. PATH is an image file, a folder (every file in it, hidden ones left out) or a
+glob pattern. One line per face: path, face number (largest first), its box (x, y,
+width, height in the picture's pixels), label (happy or sad) and the probability of
+happy. A picture with no face says so in its line (`--no-face whole` classifies it
+whole instead); a picture small enough to be a face crop itself (FER2013's 48x48) is
+classified whole; a file that cannot be read gets its own line with the reason.
+`--annotate DIR` writes each picture with its faces boxed and labelled; `--output`
+writes the lines as CSV or JSON, by the file's extension. The exit status is non-zero
+only if nothing could be predicted.
 
-The model's own preprocessing (image size, color mode, resize policy, face
-cropping) is used: it travels with the model.
+How pictures are prepared (face finding, crop, image size, color mode) is the model's
+own: it travels with the model. A model trained on whole pictures gets them whole.
 """
 
 from __future__ import annotations
@@ -29,6 +34,7 @@ from happysad.errors import HappysadError, StoreError  # noqa: E402
 
 DEFAULT_MODEL = "models:/happysad@champion"
 CHUNK = 512  # files read and predicted at a time, so a huge folder never sits in memory
+MAX_PIXELS = 40_000_000  # pictures declaring more are not annotated (data.max_pixels' default)
 
 log = logging.getLogger("happysad")
 
@@ -53,12 +59,9 @@ def expand(patterns: list[str]) -> tuple[list[str], list[dict[str, Any]]]:
                 files += matches
             else:
                 missing.append(
-                    {
-                        "path": pattern,
-                        "label": None,
-                        "probability": None,
-                        "error": "no such file or folder, and no file matches it as a pattern",
-                    }
+                    _row(
+                        pattern, error="no such file or folder, and no file matches it as a pattern"
+                    )
                 )
     return files, missing
 
@@ -92,42 +95,73 @@ def load_model(uri: str):
         raise StoreError(f"the model {uri} cannot be read: {err}") from err
 
 
-def predict(files: list[str], model) -> list[dict[str, Any]]:
+FIELDS = ["path", "face", "x", "y", "width", "height", "label", "probability", "error"]
+
+
+def _row(path: str, **values: Any) -> dict[str, Any]:
+    return {**dict.fromkeys(FIELDS), "path": path, **values}
+
+
+def predict(
+    files: list[str], model, faces: str = "all", no_face: str = "say"
+) -> list[dict[str, Any]]:
+    """One row per face (or per picture) of each file, in the order of `files`."""
     import pandas as pd
 
     rows: list[dict[str, Any]] = []
     for start in range(0, len(files), CHUNK):
         chunk = files[start : start + CHUNK]
-        images, readable, chunk_rows = [], [], []
+        images, readable, answered = [], [], {}
         for path in chunk:
-            row = {"path": path, "label": None, "probability": None, "error": None}
             try:
                 images.append(Path(path).read_bytes())
-                readable.append(row)
+                readable.append(path)
             except OSError as err:
-                row["error"] = f"unreadable: {err.strerror}"
-            chunk_rows.append(row)
+                answered[path] = [_row(path, error=f"unreadable: {err.strerror}")]
         if images:
-            answers = model.predict(pd.DataFrame({"image": images}))
-            for row, answer in zip(readable, answers.to_dict("records"), strict=True):
-                error = answer.get("error")
-                if isinstance(error, str):
-                    row["error"] = error
-                else:
-                    row["label"], row["probability"] = answer["label"], float(answer["probability"])
-        rows += chunk_rows
+            answers = model.predict(
+                pd.DataFrame({"image": images}), params={"faces": faces, "no_face": no_face}
+            )
+            records = answers.to_dict("records")
+            for i, answer in enumerate(records):
+                # Models saved before faces were found answer one row per image, in order.
+                path = readable[answer["input"] if "input" in answer else i]
+                answered.setdefault(path, []).append(
+                    _row(path, **{k: _value(answer.get(k)) for k in FIELDS[1:]})
+                )
+        for path in chunk:
+            rows += answered.get(path, [_row(path, error="the model gave no answer")])
     return rows
 
 
+def _value(value: Any) -> Any:
+    """None for a missing value, whatever pandas made of it; plain Python numbers."""
+    if value is None or (isinstance(value, float) and value != value):
+        return None
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    return value
+
+
 def write(rows: list[dict[str, Any]], output: Path) -> None:
-    fields = ["path", "label", "probability", "error"]
     if output.suffix.lower() == ".csv":
         with open(output, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=fields)
+            writer = csv.DictWriter(f, fieldnames=FIELDS)
             writer.writeheader()
             writer.writerows(rows)
     else:
         output.write_text(json.dumps(rows, indent=2) + "\n")
+
+
+def show(row: dict[str, Any], width: int) -> str:
+    """One console line: path, face and box, then the label or the reason."""
+    where = ""
+    if row["x"] is not None:
+        box = f"{row['x']},{row['y']} {row['width']}x{row['height']}"
+        where = f"face {row['face']} at {box}" if row["face"] else f"whole {box}"
+    if row["error"]:
+        return f"{row['path']:<{width}}  {where + '  ' if where else ''}error: {row['error']}"
+    return f"{row['path']:<{width}}  {where:<28}  {row['label']:<5}  {row['probability']:.4f}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,6 +174,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument(
         "--model", default=DEFAULT_MODEL, help=f"an MLflow model URI (default {DEFAULT_MODEL})"
+    )
+    parser.add_argument(
+        "--faces",
+        choices=["all", "largest"],
+        default="all",
+        help="a line for every face found (default), or for the largest face of each picture",
+    )
+    parser.add_argument(
+        "--no-face",
+        choices=["say", "whole"],
+        default="say",
+        help="a picture with no face found: say so in its line (default), or classify it whole",
+    )
+    parser.add_argument(
+        "--annotate",
+        type=Path,
+        metavar="DIR",
+        help="write each picture to DIR with its faces boxed and labelled",
     )
     parser.add_argument(
         "--output", type=Path, help="also write the results to this .csv or .json file"
@@ -159,18 +211,25 @@ def main(argv: list[str] | None = None) -> int:
     except HappysadError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    rows = predict(files, model) + missing
+    rows = predict(files, model, args.faces, args.no_face) + missing
     width = max((len(r["path"]) for r in rows), default=0)
     for r in rows:
-        if r["error"]:
-            print(f"{r['path']:<{width}}  error: {r['error']}")
-        else:
-            print(f"{r['path']:<{width}}  {r['label']:<5}  {r['probability']:.4f}")
+        print(show(r, width))
     if args.output:
         write(rows, args.output)
-    predicted = sum(1 for r in rows if not r["error"])
-    print(f"{predicted} of {len(rows)} images predicted with {args.model}", file=sys.stderr)
-    return 0 if predicted else 1
+    if args.annotate:
+        from happysad.annotate import annotate_all
+
+        written = annotate_all(rows, args.annotate, max_pixels=MAX_PIXELS)
+        print(f"{written} annotated pictures in {args.annotate}", file=sys.stderr)
+    pictures = {r["path"] for r in rows}
+    done = {r["path"] for r in rows if r["label"] is not None}
+    faces = sum(1 for r in rows if r["label"] is not None and r["face"])
+    print(
+        f"{len(done)} of {len(pictures)} pictures predicted ({faces} faces) with {args.model}",
+        file=sys.stderr,
+    )
+    return 0 if done else 1
 
 
 if __name__ == "__main__":

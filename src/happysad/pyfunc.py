@@ -1,10 +1,18 @@
-"""A happysad model as MLflow serves it: image file bytes in, label and P(happy) out.
+"""A happysad model as MLflow serves it: pictures in, one row per face out.
 
-This module and `images.py` travel inside every logged model (as the package
-`happysad_pyfunc`, in the model's `code/` folder), so `mlflow models serve` and
-`mlflow.pyfunc.load_model` prepare images exactly as in training, with nothing of
-happysad installed. Keep it to relative imports of `images` and to what the model's
-requirements install (Keras, numpy, Pillow, pandas).
+This module, `images.py` and `faces.py` travel inside every logged model (as the
+package `happysad_pyfunc`, in the model's `code/` folder), so `mlflow models serve`
+and `mlflow.pyfunc.load_model` prepare pictures exactly as in training, with nothing
+of happysad installed. Keep it to relative imports and to what the model's
+requirements install (Keras, numpy, Pillow, pandas, the face detector's package).
+
+A model trained on face crops (`data.faces=crops` or `detect`) finds the faces in each
+picture and classifies each one; a picture small enough to be a face crop itself is
+classified whole. A model trained on whole pictures (`data.faces=whole`) classifies
+the picture whole. Every row says which input it answers (`input`, from 0), which face
+(`face`, from 1, largest first; empty when the row is the whole picture), the box in
+the picture's pixels, the label, P(happy) and an error; a missing value is None (null in
+JSON), never NaN.
 """
 
 from __future__ import annotations
@@ -18,11 +26,22 @@ from typing import Any
 
 import numpy as np
 
+from .faces import find_faces
 from .images import Preprocessing, Unusable, open_image
 
 SETTINGS_FILE = "happysad.json"
 KERAS_FILE = "model.keras"
 BATCH = 256
+COLUMNS = ["input", "face", "x", "y", "width", "height", "label", "probability", "error"]
+# params: which faces of a picture get a row, and what a picture with no face gets.
+FACES = ("all", "largest")
+NO_FACE = ("say", "whole")
+# A picture no larger than this many times the model's input side is taken as a face
+# crop (FER2013's and CK+'s 48x48 images): too small for a detector, classified whole.
+CROP_SIDE = 2
+# A face whose box is smaller than this share of the model's input side is too small
+# to classify: it would be blown up from a few pixels.
+MIN_FACE = 0.5
 
 
 class ImageClassifier:
@@ -33,9 +52,10 @@ class ImageClassifier:
         self.preprocessing = Preprocessing.from_dict(settings["preprocessing"])
         self.class_names = settings["class_names"]  # index 1 is the positive class: happy
         self.max_pixels = settings.get("max_pixels", 40_000_000)
+        self.min_face = max(1, round(self.preprocessing.image_size * MIN_FACE))
 
-    def prepare(self, data: bytes | str) -> np.ndarray:
-        """One image's file bytes (or their base64 text) as the model's input array."""
+    def read(self, data: bytes | str):
+        """One picture from its file bytes (or their base64 text)."""
         if isinstance(data, str):
             try:
                 data = base64.b64decode(data, validate=True)
@@ -43,22 +63,61 @@ class ImageClassifier:
                 raise Unusable("a text value that is not base64-encoded image bytes") from err
         if not data:
             raise Unusable("empty file")
-        image = open_image(io.BytesIO(data), self.max_pixels)
-        # A photo where face_crop finds no face is still answered, on the whole image.
-        return self.preprocessing.apply(image, keep_without_face=True)
+        return open_image(io.BytesIO(data), self.max_pixels)
 
-    def classify(self, images: list[bytes | str]) -> list[dict[str, Any]]:
-        """label, probability (of happy) and error per image; unreadable ones get only an error."""
-        rows: list[dict[str, Any]] = [
-            {"label": None, "probability": None, "error": None} for _ in images
-        ]
+    def locate(self, image: Any, faces: str, no_face: str) -> list[tuple[dict, Any]]:
+        """The rows of one picture, each with the array to classify (None: nothing to)."""
+        prep = self.preprocessing
+        width, height = image.size
+        whole = {"face": None, "x": 0, "y": 0, "width": width, "height": height}
+        if not prep.finds_faces or max(width, height) <= CROP_SIDE * prep.image_size:
+            return [(whole, prep.whole(image))]
+        found = find_faces(image, prep.face_detector)
+        if not found:
+            if no_face == "whole":
+                return [(whole, prep.whole(image))]
+            return [({"error": "no face found"}, None)]
+        rows = []
+        for number, face in enumerate(found[:1] if faces == "largest" else found, start=1):
+            row = {
+                "face": number,
+                "x": face.x,
+                "y": face.y,
+                "width": face.width,
+                "height": face.height,
+            }
+            if face.side < self.min_face:
+                row["error"] = (
+                    f"face too small to classify: {face.width}x{face.height} pixels, "
+                    f"under {self.min_face}"
+                )
+                rows.append((row, None))
+            else:
+                rows.append((row, prep.crop(image, face)))
+        return rows
+
+    def classify(
+        self, images: list[bytes | str], faces: str = "all", no_face: str = "say"
+    ) -> list[dict[str, Any]]:
+        """One row per face (or per picture) of each image, in input order."""
+        if faces not in FACES or no_face not in NO_FACE:
+            raise ValueError(
+                f"faces={faces!r}, no_face={no_face!r}: faces is one of {FACES}, no_face one of {NO_FACE}"
+            )
+        rows: list[dict[str, Any]] = []
         arrays, where = [], []
         for i, data in enumerate(images):
             try:
-                arrays.append(self.prepare(data))
-                where.append(i)
+                located = self.locate(self.read(data), faces, no_face)
             except Unusable as err:
-                rows[i]["error"] = str(err)
+                located = [({"error": str(err)}, None)]
+            for found, array in located:
+                row = dict.fromkeys(COLUMNS)
+                row.update(found, input=i)
+                if array is not None:
+                    arrays.append(array)
+                    where.append(len(rows))
+                rows.append(row)
         if arrays:
             for i, p in zip(where, probabilities(self.model, np.stack(arrays)), strict=True):
                 rows[i]["label"] = self.class_names[1] if p >= 0.5 else self.class_names[0]
@@ -66,16 +125,21 @@ class ImageClassifier:
         return rows
 
     def predict(self, model_input: Any, params: dict[str, Any] | None = None):
-        """pyfunc: a DataFrame (or dict, or list) of images in the column `image`."""
+        """pyfunc: a DataFrame (or dict, or list) of images in the column `image`; params
+        `faces` (all | largest) and `no_face` (say | whole)."""
         import pandas as pd
 
-        if isinstance(model_input, pd.DataFrame):
-            images = list(model_input["image"])
-        elif isinstance(model_input, dict):
+        if isinstance(model_input, pd.DataFrame | dict):
             images = list(model_input["image"])
         else:
             images = list(model_input)
-        return pd.DataFrame(self.classify(images), columns=["label", "probability", "error"])
+        params = params or {}
+        rows = self.classify(
+            images, faces=params.get("faces") or "all", no_face=params.get("no_face") or "say"
+        )
+        # object columns keep None as None: a float column would turn it into NaN, which
+        # the scoring server writes as the bare word NaN that strict JSON parsers refuse.
+        return pd.DataFrame(rows, columns=COLUMNS, dtype=object)
 
 
 def probabilities(model: Any, arrays: np.ndarray) -> np.ndarray:

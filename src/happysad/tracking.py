@@ -24,6 +24,7 @@ from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 
 from happysad.errors import StoreError
+from happysad.images import Preprocessing
 
 DEFAULT_STORE = "mlruns"
 TAG = "happysad."  # prefix of the tags this project sets
@@ -407,11 +408,17 @@ def finished_trials(client: MlflowClient, sweep_run: Any, limit: int = 1000) -> 
     )
 
 
+# What each face detector needs where the model is loaded (the mtcnn package brings its
+# weights inside its wheel, and needs lz4 and joblib to read them).
+DETECTOR_PACKAGES = {"mtcnn": ["mtcnn", "lz4", "joblib"], "haar": ["opencv-python-headless"]}
+
+
 def model_requirements(settings: dict[str, Any]) -> list[str]:
     """What loading and serving the model needs, pinned to this environment's versions."""
     packages = ["tensorflow", "keras", "numpy", "pillow", "pandas"]
-    if settings["preprocessing"]["face_crop"] != "none":
-        packages.append("opencv-python-headless")
+    prep = Preprocessing.from_dict(settings["preprocessing"])
+    if prep.finds_faces:
+        packages += DETECTOR_PACKAGES[prep.face_detector]
     return [f"{p}=={importlib.metadata.version(p)}" for p in packages]
 
 

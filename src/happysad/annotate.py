@@ -1,0 +1,93 @@
+"""`predict --annotate DIR`: each picture written again with its faces boxed and labelled,
+so a person can look rather than read a CSV.
+
+A box is drawn in the label's colour between two thin black lines, and its caption
+(label and P(happy)) is white on a solid patch of that colour, so both stay readable
+on light and dark pictures alike.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, ImageDraw, ImageFont
+
+from happysad.images import Unusable, open_image
+
+COLORS = {"happy": (214, 120, 0), "sad": (30, 90, 200), None: (110, 110, 110)}
+KEEP_FORMAT = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG"}
+
+
+def annotate(image: Image.Image, rows: list[dict[str, Any]]) -> Image.Image:
+    """A copy of the picture with every row's face boxed and captioned."""
+    image = image.convert("RGB")
+    draw = ImageDraw.Draw(image)
+    side = max(image.size)
+    line = max(2, side // 200)
+    font = ImageFont.load_default(size=max(11, side // 32))
+    for row in rows:
+        color = COLORS.get(row.get("label"), COLORS[None])
+        caption = _caption(row)
+        if row.get("face") and row.get("x") is not None:
+            x, y, w, h = row["x"], row["y"], row["width"], row["height"]
+            box = (x, y, x + w - 1, y + h - 1)
+            draw.rectangle(_grow(box, line + 1), outline=(0, 0, 0), width=1)
+            draw.rectangle(_grow(box, line), outline=color, width=line)
+            draw.rectangle(_grow(box, -1), outline=(0, 0, 0), width=1)
+            anchor = (x - line, y - line)
+            below = y - line < side // 20  # no room above the box: caption inside it
+            _label(draw, anchor, caption, color, font, below)
+        else:  # the whole picture, or no face found: caption in the top-left corner
+            _label(draw, (0, 0), caption, color, font, True)
+    return image
+
+
+def annotate_all(rows: list[dict[str, Any]], folder: Path, max_pixels: int) -> int:
+    """Every readable picture among the rows, annotated into `folder`; how many."""
+    folder.mkdir(parents=True, exist_ok=True)
+    by_path: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_path[row["path"]].append(row)
+    used: set[str] = set()
+    written = 0
+    for path, picture_rows in by_path.items():
+        try:
+            image = open_image(path, max_pixels)
+        except (Unusable, OSError):
+            continue  # its row already says why
+        suffix = Path(path).suffix.lower()
+        name = Path(path).stem + (suffix if suffix in KEEP_FORMAT else ".png")
+        stem, ext = Path(name).stem, Path(name).suffix
+        n = 2
+        while name in used:  # the same file name from two folders
+            name, n = f"{stem}-{n}{ext}", n + 1
+        used.add(name)
+        out = annotate(image, picture_rows)
+        out.save(
+            folder / name, KEEP_FORMAT.get(ext, "PNG"), **({"quality": 92} if ext != ".png" else {})
+        )
+        written += 1
+    return written
+
+
+def _caption(row: dict[str, Any]) -> str:
+    if row.get("label") is not None:
+        return f"{row['label']} {row['probability']:.2f}"
+    error = row.get("error") or "not classified"
+    return "too small" if row.get("face") and "too small" in error else error
+
+
+def _grow(box: tuple[int, int, int, int], by: int) -> tuple[int, int, int, int]:
+    return box[0] - by, box[1] - by, box[2] + by, box[3] + by
+
+
+def _label(draw: ImageDraw.ImageDraw, at: tuple[int, int], text: str, color, font, below: bool):
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    pad = max(2, (bottom - top) // 4)
+    width, height = right - left + 2 * pad, bottom - top + 2 * pad
+    x = max(0, at[0])
+    y = max(0, at[1] if below else at[1] - height)
+    draw.rectangle((x, y, x + width, y + height), fill=color, outline=(0, 0, 0))
+    draw.text((x + pad - left, y + pad - top), text, fill=(255, 255, 255), font=font)

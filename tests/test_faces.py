@@ -1,0 +1,288 @@
+"""Finding faces in pictures and classifying each: real detectors on composites of real
+faces pasted at known places, the model's python_function flavour with a small Keras
+model, and `predict` on a model logged in a throw-away store (no training)."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from happysad.faces import find_faces
+from happysad.images import Preprocessing
+from tests.conftest import REPO
+
+MUX = REPO.parent / "shared" / "data" / "muxspace-happysad"
+needs_mux = pytest.mark.skipif(
+    not MUX.is_dir(), reason=f"the shared muxspace photos are not at {MUX}"
+)
+
+
+def _background(size: tuple[int, int], seed: int) -> Image.Image:
+    """A face-free picture: smooth noise over a gradient, in colour."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(40, 220, (size[1] // 40 + 2, size[0] // 40 + 2, 3), dtype=np.uint8)
+    image = Image.fromarray(coarse, "RGB").resize(size, Image.BICUBIC)
+    ramp = np.linspace(0, 40, size[0], dtype=np.float32)[None, :, None]
+    return Image.fromarray(np.clip(np.asarray(image) + ramp, 0, 255).astype(np.uint8))
+
+
+def _face(name: str, side: int) -> Image.Image:
+    """A real face photo (the face fills it), scaled to `side`."""
+    return Image.open(MUX / name).convert("RGB").resize((side, side), Image.BICUBIC)
+
+
+FACES = [
+    "happy/Adolfo_Rodriguez_Saa_0001.jpg",
+    "happy/Al_Gore_0007.jpg",
+    "sad/" + sorted(p.name for p in (MUX / "sad").glob("*.jpg"))[0] if MUX.is_dir() else "",
+]
+
+
+def _composite(places: list[tuple[int, int, int]], size=(900, 600), seed=0) -> Image.Image:
+    """Faces pasted at (x, y, side) into a face-free background."""
+    picture = _background(size, seed)
+    for (x, y, side), name in zip(places, FACES, strict=False):
+        picture.paste(_face(name, side), (x, y))
+    return picture
+
+
+def _png(image: Image.Image) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+def _near(face, place, tolerance=0.35) -> bool:
+    """The box's centre is within `tolerance` of the pasted side of the pasted centre,
+    and its size is of the pasted face's order."""
+    x, y, side = place
+    cx, cy = face.x + face.width / 2, face.y + face.height / 2
+    centred = (
+        abs(cx - (x + side / 2)) < tolerance * side and abs(cy - (y + side / 2)) < tolerance * side
+    )
+    return centred and 0.4 * side < max(face.width, face.height) < 1.3 * side
+
+
+THREE = [(60, 80, 220), (420, 60, 150), (650, 330, 180)]
+
+
+@needs_mux
+@pytest.mark.parametrize("detector", ["mtcnn", "haar"])
+def test_the_detector_finds_the_faces_where_they_were_pasted(detector):
+    assert find_faces(_composite([]), detector) == []
+    (one,) = find_faces(_composite([(300, 150, 200)]), detector)
+    assert _near(one, (300, 150, 200))
+    found = find_faces(_composite(THREE), detector)
+    assert len(found) == 3, found
+    assert all(any(_near(f, p) for f in found) for p in THREE)
+    sides = [f.width * f.height for f in found]
+    assert sides == sorted(sides, reverse=True), "largest first"
+
+
+def _classifier(faces="crops", image_size=48, color_mode="grayscale"):
+    """The model's flavour around a small Keras model whose P(happy) is the mean
+    brightness of the face: each face gets its own answer."""
+    import keras
+
+    from happysad.pyfunc import ImageClassifier
+
+    channels = 1 if color_mode == "grayscale" else 3
+    model = keras.Sequential(
+        [
+            keras.Input((image_size, image_size, channels), dtype="uint8"),
+            keras.layers.Rescaling(1 / 255),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(1, activation="sigmoid"),
+        ]
+    )
+    prep = Preprocessing(image_size=image_size, color_mode=color_mode, faces=faces, face_margin=0.0)
+    return ImageClassifier(
+        model, {"preprocessing": prep.to_dict(), "class_names": ["sad", "happy"]}
+    )
+
+
+@needs_mux
+def test_every_face_of_a_picture_gets_a_row_with_its_box_and_label():
+    classifier = _classifier()
+    pictures = [_composite(THREE), _composite([]), _composite([(300, 150, 200)])]
+    small = _face(FACES[0], 48)  # a face crop, too small for a detector: classified whole
+    rows = classifier.classify([*(_png(p) for p in pictures), _png(small), b"not an image"])
+    by_input = {i: [r for r in rows if r["input"] == i] for i in range(5)}
+    assert [r["face"] for r in by_input[0]] == [1, 2, 3]
+    assert all(any(_near_row(r, p) for r in by_input[0]) for p in THREE)
+    assert all(r["label"] in ("happy", "sad") and 0 <= r["probability"] <= 1 for r in by_input[0])
+    assert len({round(r["probability"], 6) for r in by_input[0]}) == 3, "each face is classified"
+    (none,) = by_input[1]
+    assert none["error"] == "no face found" and none["label"] is None and none["x"] is None
+    (one,) = by_input[2]
+    assert one["face"] == 1 and _near_row(one, (300, 150, 200)) and one["label"]
+    (crop,) = by_input[3]
+    assert crop["face"] is None and (crop["x"], crop["y"], crop["width"], crop["height"]) == (
+        0,
+        0,
+        48,
+        48,
+    )
+    assert crop["label"] in ("happy", "sad")
+    (bad,) = by_input[4]
+    assert bad["error"] == "not an image Pillow can read"
+
+
+def _near_row(row, place) -> bool:
+    from happysad.faces import Face
+
+    return _near(Face(row["x"], row["y"], row["width"], row["height"]), place)
+
+
+@needs_mux
+def test_largest_face_no_face_whole_and_too_small_faces():
+    classifier = _classifier()
+    (largest,) = classifier.classify([_png(_composite(THREE))], faces="largest")
+    assert largest["face"] == 1 and _near_row(largest, THREE[0])
+    (whole,) = classifier.classify([_png(_composite([]))], no_face="whole")
+    assert whole["face"] is None and (whole["width"], whole["height"]) == (900, 600)
+    assert whole["label"] in ("happy", "sad") and whole["error"] is None
+    # A 160x160 model needs faces of at least 80 pixels: a 40-pixel face says so.
+    big = _classifier(image_size=160)
+    picture = _composite([(60, 80, 300)], size=(1400, 900))
+    picture.paste(_face(FACES[1], 60), (900, 500))
+    rows = big.classify([_png(picture)])
+    assert rows[0]["label"] in ("happy", "sad")
+    tiny = [r for r in rows if r["error"]]
+    assert tiny and all(r["error"].startswith("face too small to classify") for r in tiny)
+    assert all(r["label"] is None and r["x"] is not None for r in tiny)
+    with pytest.raises(ValueError, match="faces is one of"):
+        classifier.classify([], faces="some")
+
+
+@needs_mux
+def test_a_model_of_whole_pictures_gets_them_whole_and_answers_strict_json():
+    classifier = _classifier(faces="whole", color_mode="rgb")
+    frame = classifier.predict({"image": [_png(_composite(THREE)), b""]})
+    assert list(frame["face"]) == [None, None] and list(frame["input"]) == [0, 1]
+    assert frame["label"][0] in ("happy", "sad") and frame["error"][1] == "empty file"
+    # What MLflow's scoring server does with the frame: no NaN, a missing value is null.
+    text = json.dumps({"predictions": frame.to_dict(orient="records")})
+    strict = json.loads(text, parse_constant=lambda name: pytest.fail(f"{name} in {text}"))
+    assert strict["predictions"][0]["error"] is None and strict["predictions"][1]["label"] is None
+
+
+def test_models_saved_before_faces_were_found_keep_their_preprocessing():
+    old = Preprocessing.from_dict({"image_size": 48, "face_crop": "haar", "face_margin": 0.25})
+    assert (old.faces, old.face_detector) == ("detect", "haar")
+    assert Preprocessing.from_dict({"image_size": 48, "face_crop": "none"}).faces == "whole"
+
+
+@needs_mux
+@pytest.mark.parametrize("detector", ["mtcnn", "haar"])
+def test_training_crops_a_photo_the_way_prediction_does(detector):
+    """data.faces=detect crops a training photo's largest face with the same detector
+    and box as prediction."""
+    picture = _composite([(300, 150, 200)])
+    prep = Preprocessing(image_size=48, faces="detect", face_detector=detector)
+    (face,) = find_faces(picture, detector)
+    np.testing.assert_array_equal(prep.apply(picture), prep.crop(picture, face))
+    assert not np.array_equal(prep.apply(picture), prep.whole(picture))
+
+
+# --- predict, with a model logged in a throw-away store ------------------------------
+
+
+@pytest.fixture
+def logged_model(tmp_path, store_uri):
+    """A small model logged as a sweep logs its models; its URI."""
+    import mlflow
+
+    from happysad.tracking import log_model
+
+    classifier = _classifier()
+    settings = {
+        "preprocessing": classifier.preprocessing.to_dict(),
+        "class_names": ["sad", "happy"],
+        "max_pixels": 40_000_000,
+    }
+    mlflow.set_tracking_uri(store_uri)
+    with mlflow.start_run():
+        uri = log_model(classifier.model, settings, {"preprocessing": settings["preprocessing"]})
+    return uri
+
+
+@needs_mux
+def test_predict_finds_faces_annotates_and_writes_rows(
+    tmp_path, store_uri, logged_model, monkeypatch, capsys
+):
+    from happysad.predict import main
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", store_uri)
+    album = tmp_path / "album"
+    album.mkdir()
+    _composite(THREE).convert("RGB").save(album / "three.jpg", quality=95)
+    _composite([]).save(album / "none.png")
+    _face(FACES[0], 48).convert("L").save(album / "crop.png")
+    out = tmp_path / "rows.json"
+    assert (
+        main(
+            [
+                str(album),
+                "--model",
+                logged_model,
+                "--annotate",
+                str(tmp_path / "seen"),
+                "--output",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    rows = json.loads(out.read_text())
+    assert [(Path(r["path"]).name, r["face"]) for r in rows] == [
+        ("crop.png", None),
+        ("none.png", None),
+        ("three.jpg", 1),
+        ("three.jpg", 2),
+        ("three.jpg", 3),
+    ]
+    assert rows[1]["error"] == "no face found"
+    assert all(
+        r["label"] in ("happy", "sad")
+        for r in rows
+        if r["path"].endswith(("crop.png", "three.jpg"))
+    )
+    console = capsys.readouterr().out
+    assert "face 3 at" in console and "error: no face found" in console
+
+    seen = tmp_path / "seen"
+    assert sorted(p.name for p in seen.iterdir()) == ["crop.png", "none.png", "three.jpg"]
+    original = np.asarray(Image.open(album / "three.jpg").convert("RGB"), dtype=int)
+    annotated = np.asarray(Image.open(seen / "three.jpg").convert("RGB"), dtype=int)
+    assert annotated.shape == original.shape
+    for r in rows[2:]:  # each box's edge is drawn over the picture
+        edge = annotated[r["y"] + r["height"] // 2, r["x"] - 2 : r["x"] + 2]
+        before = original[r["y"] + r["height"] // 2, r["x"] - 2 : r["x"] + 2]
+        assert np.abs(edge - before).max() > 60
+
+    largest = tmp_path / "largest.csv"
+    assert (
+        main(
+            [
+                str(album),
+                "--model",
+                logged_model,
+                "--faces",
+                "largest",
+                "--no-face",
+                "whole",
+                "--output",
+                str(largest),
+            ]
+        )
+        == 0
+    )
+    lines = largest.read_text().splitlines()
+    assert lines[0] == "path,face,x,y,width,height,label,probability,error"
+    assert len(lines) == 4 and all(",happy," in line or ",sad," in line for line in lines[1:])
