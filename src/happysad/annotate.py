@@ -2,8 +2,8 @@
 so a person can look rather than read a CSV.
 
 A box is drawn in the label's colour between two thin black lines, and its caption
-(label and P(happy)) is white on a solid patch of that colour, so both stay readable
-on light and dark pictures alike.
+(the label and its probability: "happy 97%", "sad 88%") is white on a solid patch of
+that colour, so both stay readable on light and dark pictures alike.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ def annotate(image: Image.Image, rows: list[dict[str, Any]]) -> Image.Image:
     draw = ImageDraw.Draw(image)
     side = max(image.size)
     line = max(2, side // 200)
-    font = ImageFont.load_default(size=max(11, side // 32))
+    font = ImageFont.load_default(size=max(14, side // 36))
     for row in rows:
         color = COLORS.get(row.get("label"), COLORS[None])
         caption = _caption(row)
@@ -74,7 +74,9 @@ def annotate_all(rows: list[dict[str, Any]], folder: Path, max_pixels: int) -> i
 
 def _caption(row: dict[str, Any]) -> str:
     if row.get("label") is not None:
-        return f"{row['label']} {row['probability']:.2f}"
+        # The shown label's own probability: "sad 0%" would read as "not sad".
+        p = row["probability"] if row["label"] == "happy" else 1 - row["probability"]
+        return f"{row['label']} {p:.0%}"
     error = row.get("error") or "not classified"
     return "too small" if row.get("face") and "too small" in error else error
 

@@ -111,26 +111,27 @@ def predict(
     rows: list[dict[str, Any]] = []
     for start in range(0, len(files), CHUNK):
         chunk = files[start : start + CHUNK]
-        images, readable, answered = [], [], {}
-        for path in chunk:
+        # The rows of each file of the chunk, by its place (a file may be named twice).
+        answered: list[list[dict[str, Any]]] = [[] for _ in chunk]
+        images, readable = [], []
+        for place, path in enumerate(chunk):
             try:
                 images.append(Path(path).read_bytes())
-                readable.append(path)
+                readable.append(place)
             except OSError as err:
-                answered[path] = [_row(path, error=f"unreadable: {err.strerror}")]
+                answered[place].append(_row(path, error=f"unreadable: {err.strerror}"))
         if images:
             answers = model.predict(
                 pd.DataFrame({"image": images}), params={"faces": faces, "no_face": no_face}
             )
-            records = answers.to_dict("records")
-            for i, answer in enumerate(records):
+            for i, answer in enumerate(answers.to_dict("records")):
                 # Models saved before faces were found answer one row per image, in order.
-                path = readable[answer["input"] if "input" in answer else i]
-                answered.setdefault(path, []).append(
-                    _row(path, **{k: _value(answer.get(k)) for k in FIELDS[1:]})
+                place = readable[answer["input"] if "input" in answer else i]
+                answered[place].append(
+                    _row(chunk[place], **{k: _value(answer.get(k)) for k in FIELDS[1:]})
                 )
-        for path in chunk:
-            rows += answered.get(path, [_row(path, error="the model gave no answer")])
+        for place, path in enumerate(chunk):
+            rows += answered[place] or [_row(path, error="the model gave no answer")]
     return rows
 
 
