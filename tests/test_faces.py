@@ -286,3 +286,21 @@ def test_predict_finds_faces_annotates_and_writes_rows(
     lines = largest.read_text().splitlines()
     assert lines[0] == "path,face,x,y,width,height,label,probability,error"
     assert len(lines) == 4 and all(",happy," in line or ",sad," in line for line in lines[1:])
+
+
+@needs_mux
+def test_a_huge_jpeg_is_decoded_small_and_its_boxes_are_in_its_own_pixels():
+    from happysad.images import open_picture
+
+    classifier = _classifier()
+    classifier.max_pixels = 300_000  # a 900x600 picture declares 540,000
+    picture = _composite([(300, 150, 200)])
+    jpeg = io.BytesIO()
+    picture.save(jpeg, format="JPEG", quality=95)
+    image, factor = open_picture(io.BytesIO(jpeg.getvalue()), classifier.max_pixels)
+    assert image.size == (450, 300) and factor == 2.0, "decoded at half size by the decoder"
+    (row,) = classifier.classify([jpeg.getvalue()])
+    assert row["face"] == 1 and _near_row(row, (300, 150, 200)) and row["label"]
+    # Other formats have no such decoder: refused, never decoded.
+    (png,) = classifier.classify([_png(picture)])
+    assert png["error"].startswith("too large: declares 900x600 pixels")

@@ -117,8 +117,13 @@ def test_a_tiny_sweep_records_every_trial(tiny, store_uri):
 
     png = io.BytesIO()
     Image.new("RGB", (70, 50), (90, 120, 30)).save(png, format="PNG")
-    answer = pyfunc.predict(pd.DataFrame({"image": [png.getvalue(), b"not an image"]}))
+    images = pd.DataFrame({"image": [png.getvalue(), b"not an image"]})
+    # The synthetic faces are face crops: a larger picture is searched for faces first.
+    answer = pyfunc.predict(images)
+    assert answer.loc[0, "error"] == "no face found" and answer.loc[0, "label"] is None
+    answer = pyfunc.predict(images, params={"no_face": "whole"})
     assert answer.loc[0, "label"] in ("happy", "sad") and 0 <= answer.loc[0, "probability"] <= 1
+    assert (answer.loc[0, "width"], answer.loc[0, "height"]) == (70, 50)
     assert answer.loc[1, "error"] == "not an image Pillow can read"
 
 

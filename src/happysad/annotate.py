@@ -14,14 +14,15 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
-from happysad.images import Unusable, open_image
+from happysad.images import Unusable, open_picture
 
 COLORS = {"happy": (214, 120, 0), "sad": (30, 90, 200), None: (110, 110, 110)}
 KEEP_FORMAT = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG"}
 
 
-def annotate(image: Image.Image, rows: list[dict[str, Any]]) -> Image.Image:
-    """A copy of the picture with every row's face boxed and captioned."""
+def annotate(image: Image.Image, rows: list[dict[str, Any]], factor: float = 1.0) -> Image.Image:
+    """A copy of the picture with every row's face boxed and captioned; the rows' boxes
+    are in the file's pixels, `factor` times the picture's (a huge JPEG decoded small)."""
     image = image.convert("RGB")
     draw = ImageDraw.Draw(image)
     side = max(image.size)
@@ -31,7 +32,7 @@ def annotate(image: Image.Image, rows: list[dict[str, Any]]) -> Image.Image:
         color = COLORS.get(row.get("label"), COLORS[None])
         caption = _caption(row)
         if row.get("face") and row.get("x") is not None:
-            x, y, w, h = row["x"], row["y"], row["width"], row["height"]
+            x, y, w, h = (round(row[k] / factor) for k in ("x", "y", "width", "height"))
             box = (x, y, x + w - 1, y + h - 1)
             draw.rectangle(_grow(box, line + 1), outline=(0, 0, 0), width=1)
             draw.rectangle(_grow(box, line), outline=color, width=line)
@@ -54,7 +55,7 @@ def annotate_all(rows: list[dict[str, Any]], folder: Path, max_pixels: int) -> i
     written = 0
     for path, picture_rows in by_path.items():
         try:
-            image = open_image(path, max_pixels)
+            image, factor = open_picture(path, max_pixels)
         except (Unusable, OSError):
             continue  # its row already says why
         suffix = Path(path).suffix.lower()
@@ -64,7 +65,7 @@ def annotate_all(rows: list[dict[str, Any]], folder: Path, max_pixels: int) -> i
         while name in used:  # the same file name from two folders
             name, n = f"{stem}-{n}{ext}", n + 1
         used.add(name)
-        out = annotate(image, picture_rows)
+        out = annotate(image, picture_rows, factor)
         out.save(
             folder / name, KEEP_FORMAT.get(ext, "PNG"), **({"quality": 92} if ext != ".png" else {})
         )

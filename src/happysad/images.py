@@ -91,17 +91,35 @@ class Preprocessing:
 def open_image(source: str | IO[bytes], max_pixels: int) -> Image.Image:
     """The first frame of an image, upright (EXIF orientation applied), in a mode that
     converts faithfully to L or RGB; raises Unusable with the reason otherwise."""
+    return open_picture(source, max_pixels, shrink=False)[0]
+
+
+def open_picture(
+    source: str | IO[bytes], max_pixels: int, *, shrink: bool = True
+) -> tuple[Image.Image, float]:
+    """As open_image, for prediction: a JPEG declaring more than `max_pixels` (a phone's
+    48-megapixel photo) is decoded at 1/2, 1/4 or 1/8 of its size by the JPEG decoder
+    itself, never beyond `max_pixels`. Returns the picture and the factor from its
+    pixels to the file's (1.0 when decoded whole)."""
     try:
         with Image.open(source) as image:
             width, height = image.size
             if width * height > max_pixels:
-                raise Unusable(
-                    f"too large: declares {width}x{height} pixels, above data.max_pixels={max_pixels}"
-                )
+                scale = _jpeg_scale(width, height, max_pixels) if shrink else None
+                if scale is None or image.format != "JPEG":
+                    raise Unusable(
+                        f"too large: declares {width}x{height} pixels, above data.max_pixels={max_pixels}"
+                    )
+                image.draft(image.mode, (-(-width // scale), -(-height // scale)))
+                if image.size[0] * image.size[1] > max_pixels:  # the decoder would not
+                    raise Unusable(
+                        f"too large: declares {width}x{height} pixels, above data.max_pixels={max_pixels}"
+                    )
+            factor = width / image.size[0]
             image.seek(0)  # GIF, TIFF, WebP: the first frame
             image.load()
             image = ImageOps.exif_transpose(image)
-            return _eight_bit(image)
+            return _eight_bit(image), factor
     except Unusable:
         raise
     except Image.DecompressionBombError as err:
@@ -115,6 +133,14 @@ def open_image(source: str | IO[bytes], max_pixels: int) -> Image.Image:
         raise Unusable(f"unreadable: {err.strerror}") from err
     except (OSError, ValueError, SyntaxError, EOFError) as err:
         raise Unusable(f"truncated or corrupt ({err})") from err
+
+
+def _jpeg_scale(width: int, height: int, max_pixels: int) -> int | None:
+    """The smallest of the JPEG decoder's reductions that fits `max_pixels`."""
+    for scale in (2, 4, 8):
+        if -(-width // scale) * -(-height // scale) <= max_pixels:
+            return scale
+    return None
 
 
 def _eight_bit(image: Image.Image) -> Image.Image:

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 
 from .faces import find_faces
-from .images import Preprocessing, Unusable, open_image
+from .images import Preprocessing, Unusable, open_picture
 
 SETTINGS_FILE = "happysad.json"
 KERAS_FILE = "model.keras"
@@ -55,7 +55,8 @@ class ImageClassifier:
         self.min_face = max(1, round(self.preprocessing.image_size * MIN_FACE))
 
     def read(self, data: bytes | str):
-        """One picture from its file bytes (or their base64 text)."""
+        """One picture from its file bytes (or their base64 text), and the factor from
+        its pixels to the file's (a huge JPEG is decoded at a fraction of its size)."""
         if isinstance(data, str):
             try:
                 data = base64.b64decode(data, validate=True)
@@ -63,13 +64,16 @@ class ImageClassifier:
                 raise Unusable("a text value that is not base64-encoded image bytes") from err
         if not data:
             raise Unusable("empty file")
-        return open_image(io.BytesIO(data), self.max_pixels)
+        return open_picture(io.BytesIO(data), self.max_pixels)
 
-    def locate(self, image: Any, faces: str, no_face: str) -> list[tuple[dict, Any]]:
-        """The rows of one picture, each with the array to classify (None: nothing to)."""
+    def locate(
+        self, image: Any, faces: str, no_face: str, factor: float = 1.0
+    ) -> list[tuple[dict, Any]]:
+        """The rows of one picture, each with the array to classify (None: nothing to).
+        Boxes are in the file's pixels: the picture's times `factor`."""
         prep = self.preprocessing
         width, height = image.size
-        whole = {"face": None, "x": 0, "y": 0, "width": width, "height": height}
+        whole = {"face": None, "x": 0, "y": 0, **_scaled(factor, width=width, height=height)}
         if not prep.finds_faces or max(width, height) <= CROP_SIDE * prep.image_size:
             return [(whole, prep.whole(image))]
         found = find_faces(image, prep.face_detector)
@@ -79,13 +83,8 @@ class ImageClassifier:
             return [({"error": "no face found"}, None)]
         rows = []
         for number, face in enumerate(found[:1] if faces == "largest" else found, start=1):
-            row = {
-                "face": number,
-                "x": face.x,
-                "y": face.y,
-                "width": face.width,
-                "height": face.height,
-            }
+            box = _scaled(factor, x=face.x, y=face.y, width=face.width, height=face.height)
+            row = {"face": number, **box}
             if face.side < self.min_face:
                 row["error"] = (
                     f"face too small to classify: {face.width}x{face.height} pixels, "
@@ -108,7 +107,8 @@ class ImageClassifier:
         arrays, where = [], []
         for i, data in enumerate(images):
             try:
-                located = self.locate(self.read(data), faces, no_face)
+                image, factor = self.read(data)
+                located = self.locate(image, faces, no_face, factor)
             except Unusable as err:
                 located = [({"error": str(err)}, None)]
             for found, array in located:
@@ -140,6 +140,10 @@ class ImageClassifier:
         # object columns keep None as None: a float column would turn it into NaN, which
         # the scoring server writes as the bare word NaN that strict JSON parsers refuse.
         return pd.DataFrame(rows, columns=COLUMNS, dtype=object)
+
+
+def _scaled(factor: float, **values: int) -> dict[str, int]:
+    return {k: round(v * factor) for k, v in values.items()}
 
 
 def probabilities(model: Any, arrays: np.ndarray) -> np.ndarray:
