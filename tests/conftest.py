@@ -77,3 +77,41 @@ def wait_for_http(url: str, process, limit: float = 180) -> None:
                 output = output.decode() if isinstance(output, bytes) else output
                 raise AssertionError(f"{url} never answered:\n{output[-3000:]}") from None
             time.sleep(0.5)
+
+
+def running_parent(pid: int) -> int | None:
+    """The parent of a process still running; None once it has ended (a zombie has
+    ended too: only its parent has not read its status yet)."""
+    try:
+        state, parent = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[:2]
+    except (OSError, ValueError):
+        return None
+    return None if state == "Z" else int(parent)
+
+
+def process_tree() -> dict[int, list[int]]:
+    """The children of every running process, by its pid (Linux's /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        process = int(stat.parent.name)
+        parent = running_parent(process)
+        if parent is not None:
+            children.setdefault(parent, []).append(process)
+    return children
+
+
+def descendants(pid: int) -> list[int]:
+    """Every running process below `pid`, at any depth."""
+    tree, found, todo = process_tree(), [], [pid]
+    while todo:
+        below = tree.get(todo.pop(), [])
+        found += below
+        todo += below
+    return found
+
+
+def wait_until_gone(pids: list[int], limit: float = 20) -> None:
+    deadline = time.monotonic() + limit
+    while alive := [p for p in pids if running_parent(p) is not None]:
+        assert time.monotonic() < deadline, f"processes {alive} outlived the command"
+        time.sleep(0.1)

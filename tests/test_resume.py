@@ -7,7 +7,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -15,7 +14,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from happysad.errors import ConfigError
 from happysad.sweep import run_sweep
-from tests.conftest import compose_config
+from tests.conftest import compose_config, descendants, process_tree, wait_until_gone
 
 pytestmark = pytest.mark.slow
 
@@ -183,23 +182,8 @@ def _wait_for(process, text, limit=300):
 def _grandchildren(pid: int) -> list[int]:
     """Live processes two generations below `pid`: a sweep's trial processes, forked
     by the server it started."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        process = int(stat.parent.name)
-        parent = _running_parent(process)
-        if parent is not None:
-            children.setdefault(parent, []).append(process)
+    children = process_tree()
     return [g for c in children.get(pid, []) for g in children.get(c, [])]
-
-
-def _running_parent(pid: int) -> int | None:
-    """The parent of a process still running; None once it has ended (a zombie has
-    ended too: only its parent has not read its status yet)."""
-    try:
-        state, parent = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[:2]
-    except (OSError, ValueError):
-        return None
-    return None if state == "Z" else int(parent)
 
 
 def _wait_for_trial_process(pid: int, limit: float = 120) -> int:
@@ -221,11 +205,7 @@ def test_a_sweep_killed_in_a_trial_resumes_without_duplicates(tmp_path, image_ca
     assert training, "trial 2 should be training in its own process"
     process.send_signal(signal.SIGKILL)  # no chance to clean up: runs stay RUNNING
     process.wait(timeout=60)
-    # ... and the trial's process does not train on for nobody.
-    deadline = time.monotonic() + 20
-    while any(_running_parent(p) is not None for p in training):
-        assert time.monotonic() < deadline, "the trial's process outlived the killed sweep"
-        time.sleep(0.1)
+    wait_until_gone(training)  # the trial's process does not train on for nobody
     parents, children = _runs(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
     assert {r.info.status for r in parents + children} >= {"RUNNING"}
 
@@ -255,11 +235,16 @@ def test_a_trial_whose_process_dies_fails_alone_and_the_search_goes_on(tmp_path,
     assert "(the system may have run out of memory)" in failed.data.tags["happysad.failure"]
 
 
-def test_ctrl_c_stops_cleanly_and_says_how_to_go_on(tmp_path, image_cache):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
+def test_ctrl_c_stops_cleanly_and_says_how_to_go_on(tmp_path, image_cache, signum):
+    """Ctrl-C, a scheduler's SIGTERM and a closed terminal's SIGHUP end a sweep alike."""
     process = _start(_command(image_cache, "tuner.max_trials=3", "tuner.epochs=20"), tmp_path)
     _wait_for(process, "epoch 2/20")
-    process.send_signal(signal.SIGINT)
+    started = descendants(process.pid)
+    assert _grandchildren(process.pid), "the trial trains in its own process"
+    process.send_signal(signum)
     rest = process.communicate(timeout=60)[0]
+    wait_until_gone(started)  # the fork server and the trial's process with it
     assert process.returncode == 130, rest
     assert (
         "To go on where it stopped: python -m happysad.sweep" in rest

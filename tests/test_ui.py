@@ -5,15 +5,24 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import urllib.request
 from pathlib import Path
 
 import pytest
+from mlflow.tracking import MlflowClient
 
 from happysad.sweep import run_sweep
-from tests.conftest import compose_config, free_port, wait_for_http
+from tests.conftest import (
+    compose_config,
+    descendants,
+    free_port,
+    wait_for_http,
+    wait_until_gone,
+)
 
 pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -161,3 +170,26 @@ def test_ui_starts_the_mlflow_ui_and_names_the_latest_sweep(tiny, store_uri, tmp
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_the_ui_command_stops_its_server_however_it_is_ended(tmp_path, store_uri, signum):
+    """A supervisor's SIGTERM or a closed terminal's SIGHUP leaves no `mlflow ui` or
+    uvicorn worker behind holding the port."""
+    MlflowClient(store_uri).search_experiments()  # an empty store
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "happysad.ui", "--port", str(port)],
+        cwd=tmp_path,
+        env={**os.environ, "MLFLOW_TRACKING_URI": store_uri},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    wait_for_http(f"http://127.0.0.1:{port}/health", process)
+    started = descendants(process.pid)
+    assert started, "the server runs in processes of its own"
+    process.send_signal(signum)
+    process.wait(timeout=60)
+    wait_until_gone(started)
+    with socket.socket() as probe:
+        assert probe.connect_ex(("127.0.0.1", port)) != 0, "the port is free again"

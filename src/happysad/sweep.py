@@ -362,8 +362,9 @@ def main(cfg: DictConfig) -> None:
             "happysad.multirun": Path(hydra_cfg.sweep.dir).name,
             "happysad.multirun_job": str(hydra_cfg.job.num),
         }
-    # A kill from a job scheduler ends the sweep as cleanly as Ctrl-C does.
-    previous = signal.signal(signal.SIGTERM, _interrupt)
+    # A kill from a job scheduler, or a closed terminal, ends the sweep as cleanly as
+    # Ctrl-C does: the trial's process is stopped and the runs are marked KILLED.
+    previous = {s: signal.signal(s, _interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
     try:
         run_sweep(cfg, overrides=list(hydra_cfg.overrides.task), tags=tags)
     except SweepInterrupted as err:
@@ -373,7 +374,8 @@ def main(cfg: DictConfig) -> None:
         log.error(f"error: {err}")
         sys.exit(2 if isinstance(err, ConfigError) else 1)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def _interrupt(signum, frame) -> None:

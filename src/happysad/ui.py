@@ -2,13 +2,16 @@
 
 Starts `mlflow ui` on 127.0.0.1 over the store the sweeps write to (MLFLOW_TRACKING_URI,
 else ./mlruns), and prints the address of the latest sweep's page. With a tracking
-server, it only prints the page's address there. Ctrl-C stops it.
+server, it only prints the page's address there. Ctrl-C stops it, and so do SIGTERM
+and SIGHUP (a supervisor, `kill`, a closed terminal): the server and its workers are
+stopped with it, never left holding the port.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -68,13 +71,38 @@ def main(argv: list[str] | None = None) -> int:
         str(args.port),
     ]
     print(f"MLflow UI on {uri}\nthe latest sweep: {page}\n(Ctrl-C stops it)", flush=True)
-    server = subprocess.Popen(command)
+    # Its own process group: `mlflow ui` starts uvicorn workers, and all of them must
+    # go when this command does, whatever ended it.
+    server = subprocess.Popen(command, start_new_session=True)
+    previous = {s: signal.signal(s, _interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
     try:
         return server.wait()
     except KeyboardInterrupt:
-        server.terminate()
-        server.wait(timeout=30)
         return 0
+    finally:
+        stop_group(server)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def stop_group(process: subprocess.Popen, grace: float = 10) -> None:
+    """SIGTERM to a process's whole group, then SIGKILL to what is left after `grace`."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        pass
+    except ProcessLookupError:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGKILL)  # workers that outlived their parent
+    except ProcessLookupError:
+        pass
+    process.wait()
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":
