@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -157,9 +158,12 @@ def test_the_command_runs_a_sweep_with_overrides(tmp_path, image_cache):
     ]
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert (
-        "trial 1 of 2" in done.stdout and "mlflow ui --backend-store-uri sqlite:///" in done.stdout
-    )
+    assert "trial 1 of 2" in done.stdout
+    # The closing summary names the next happysad commands, with this sweep's store.
+    store = f"MLFLOW_TRACKING_URI=sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'} "
+    python = Path(sys.executable).parent / "python"
+    for step in ("ui", "compare sweep-", "promote sweep.name=sweep-", "predict photo.jpg"):
+        assert f"{store}{python} -m happysad.{step}" in done.stdout, step
     # The default store is mlruns/ in the current folder.
     client, parents, children = _runs(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
     assert len(parents) == 1 and len(children) == 2  # hyperband, 2 epochs at most: 2 trials

@@ -321,24 +321,23 @@ def _log_summary(result: SweepResult, cfg: Config, seconds: float) -> None:
             )
             log.info(f"test split (never used for selection): {shown}")
     log.info(f"MLflow parent run: {result.parent_run_id} (experiment id {result.experiment_id})")
-    runs_page = f"#/experiments/{result.experiment_id}/runs"
     if result.tracking_uri.startswith(("http://", "https://")):
+        runs_page = f"#/experiments/{result.experiment_id}/runs"
         log.info(f"see the runs in the MLflow UI: {result.tracking_uri.rstrip('/')}/{runs_page}")
-    else:
-        log.info(
-            f"open the MLflow UI on this store, then http://127.0.0.1:5000/{runs_page} "
-            "(expand the sweep's row to see its trials):"
-        )
-        log.info(f"  {_beside_python('mlflow')} ui --backend-store-uri {result.tracking_uri}")
-    if best is not None and best["model_uri"]:
-        log.info("go on with the best model (load it, or register it in the model registry):")
-        prefix = f"MLFLOW_TRACKING_URI={result.tracking_uri} {_beside_python('python')} -c"
-        log.info(
-            f"  {prefix} \"import mlflow; m = mlflow.keras.load_model('{best['model_uri']}'); m.summary()\""
-        )
-        log.info(
-            f"  {prefix} \"import mlflow; mlflow.register_model('{best['model_uri']}', 'happysad')\""
-        )
+    # The next commands, each told this sweep's store as every happysad command finds it.
+    run = f"MLFLOW_TRACKING_URI={result.tracking_uri} {_beside_python('python')} -m happysad."
+    log.info("next:")
+    steps = [
+        ("ui", "the MLflow UI, open on this sweep"),
+        (f"compare {result.name}", "this sweep's top trials side by side"),
+        (f"promote sweep.name={result.name}", "register its best model, champion if it earns it"),
+        ("predict photo.jpg album/", "find and classify the faces in photos with the champion"),
+    ]
+    if best is None or not best["model_uri"]:
+        steps = steps[:2]
+    width = max(len(command) for command, _ in steps)
+    for command, what in steps:
+        log.info(f"  {run}{command:<{width}}  # {what}")
 
 
 def _beside_python(program: str) -> str:
