@@ -168,6 +168,16 @@ def test_the_command_runs_a_sweep_with_overrides(tmp_path, image_cache):
     client, parents, children = _runs(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
     assert len(parents) == 1 and len(children) == 2  # hyperband, 2 epochs at most: 2 trials
     assert all("tuner/epochs" in c.data.params for c in children)
+    # The console shows happysad's lines and one about the devices; TensorFlow's C++
+    # start-up lines and MLflow's store creation are kept off it ...
+    console = done.stdout + done.stderr
+    for noise in ("absl::InitializeLog", "cudart_stub", "cuInit", "Creating initial MLflow"):
+        assert noise not in console, noise
+    assert (
+        sum(line.startswith(("no GPU found", "training on")) for line in console.splitlines()) == 1
+    )
+    # ... in the sweep's log, recorded on its run.
+    assert "logs/startup.log" in _artifacts(client, parents[0].info.run_id)
 
 
 def test_the_command_reports_bad_input_in_one_line(tmp_path):

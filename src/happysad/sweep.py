@@ -84,11 +84,15 @@ def run_sweep(
     # The preflight: what would otherwise fail later, checked before the first trial.
     preflight.check_packages()
     images = data_module.load(typed.data)
-    if typed.sweep.isolate_trials:
-        from happysad import training
+    from happysad import startup
 
-        training.start()  # imports TensorFlow for the trials' processes meanwhile
+    # The trial processes' server imports TensorFlow meanwhile; TensorFlow's own
+    # start-up lines go to the sweep's startup.log, recorded on its run.
+    startup_log = Path(typed.sweep.dir) / name / "startup.log"
+    startup_log.unlink(missing_ok=True)
+    devices = startup.start_tensorflow(startup_log, trial_server=typed.sweep.isolate_trials)
     _log_data(images)
+    log.info(devices)
     uri = tracking.resolve_tracking_uri(typed.mlflow.tracking_uri)
     artifacts = tracking.local_artifact_root(uri)
     preflight.check_store(uri, artifacts)
@@ -102,7 +106,7 @@ def run_sweep(
     resolved = OmegaConf.to_container(cfg, resolve=True)
     resolved["sweep"]["name"] = name
     config_yaml = OmegaConf.to_yaml(resolved)
-    sweep = tracking.SweepRun(experiment_id, name)
+    sweep = tracking.SweepRun(experiment_id, name, startup_log=startup_log)
     if state is not None:
         resume.check_continuable(state, typed, fingerprint, uri)
         previous = _continue(sweep, state, config_yaml, overrides, images)
@@ -185,8 +189,6 @@ def _search(
     from happysad import report, tracking, tuning
     from happysad.hypermodel import FaceHyperModel
 
-    if cfg.sweep.isolate_trials:
-        _leave_gpus_to_trials()
     hypermodel = FaceHyperModel(cfg, images.input_shape)
     tuner = tuning.make_tuner(
         cfg, hypermodel, cfg.sweep.dir, cfg.sweep.name, sweep=sweep, data=images, previous=previous
@@ -231,17 +233,6 @@ def _search(
         status=tracking.FINISHED if best and not stopped else tracking.FAILED, outcome=outcome
     )
     return result
-
-
-def _leave_gpus_to_trials() -> None:
-    """The sweep's process builds models only to discover the search space: it keeps
-    off the GPUs, which TensorFlow would otherwise fill, so the trials get them whole."""
-    import tensorflow as tf
-
-    try:
-        tf.config.set_visible_devices([], "GPU")
-    except RuntimeError:  # TensorFlow is already running here (an earlier sweep)
-        pass
 
 
 def _best_model_probabilities(tuner, best: dict[str, Any], images):

@@ -11,6 +11,7 @@ import csv
 import importlib.metadata
 import io
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -25,6 +26,10 @@ from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 
 from happysad.errors import StoreError
 from happysad.images import Preprocessing
+
+# MLflow announces at INFO that it creates a new store's tables; a first sweep's
+# console should show happysad's lines only (failures still come as errors).
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
 
 DEFAULT_STORE = "mlruns"
 TAG = "happysad."  # prefix of the tags this project sets
@@ -141,9 +146,11 @@ def git_commit() -> str | None:
 class SweepRun:
     """The parent run of one sweep and the child run of the trial in progress."""
 
-    def __init__(self, experiment_id: str, sweep_name: str):
+    def __init__(self, experiment_id: str, sweep_name: str, startup_log: Path | None = None):
         self.experiment_id = experiment_id
         self.sweep_name = sweep_name
+        # TensorFlow's start-up messages (startup.py), recorded when the sweep ends.
+        self.startup_log = startup_log
         self.run_id: str | None = None
         self.trial_run_id: str | None = None
         self._env_tags = environment_tags()
@@ -269,6 +276,8 @@ class SweepRun:
         if self.run_id is not None and mlflow.active_run() is not None:
             if reason:
                 mlflow.set_tag(MLFLOW_RUN_NOTE, reason)
+            if self.startup_log is not None and self.startup_log.is_file():
+                mlflow.log_artifact(str(self.startup_log), "logs")
             mlflow.end_run(status)
         self.run_id = None
 
