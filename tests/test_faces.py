@@ -284,6 +284,13 @@ def test_predict_finds_faces_annotates_and_writes_rows(
         == 0
     )
     lines = largest.read_text().splitlines()
+    # The store given on the command line beats MLFLOW_TRACKING_URI, and is named.
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'elsewhere.db'}")
+    capsys.readouterr()
+    assert (
+        main([str(album / "crop.png"), "--model", logged_model, "--tracking-uri", store_uri]) == 0
+    )
+    assert f"MLflow store: {store_uri}" in capsys.readouterr().err
     assert lines[0] == "path,face,x,y,width,height,label,probability,error"
     assert len(lines) == 4 and all(",happy," in line or ",sad," in line for line in lines[1:])
 

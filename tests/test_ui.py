@@ -128,7 +128,7 @@ def test_the_runs_table_shows_the_sweep_and_its_trials_in_chromium(server, tmp_p
 
 
 def test_compare_prints_the_top_trials_and_sweeps_side_by_side(
-    tiny, store_uri, monkeypatch, capsys
+    tiny, store_uri, tmp_path, monkeypatch, capsys
 ):
     from happysad import compare
 
@@ -147,6 +147,14 @@ def test_compare_prints_the_top_trials_and_sweeps_side_by_side(
     assert any(line.startswith("test_accuracy") for line in both)
     assert compare.main(["nowhere"]) == 2
     assert "no sweep named 'nowhere'" in capsys.readouterr().err
+    # One rule for the store in every command: the command line, else the variable.
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert compare.main(["left"]) == 2  # no ./mlruns here
+    assert "no MLflow store at" in capsys.readouterr().err
+    assert compare.main(["left", "--tracking-uri", store_uri]) == 0
+    assert f"MLflow store: {store_uri}" in capsys.readouterr().err
 
 
 def test_ui_starts_the_mlflow_ui_and_names_the_latest_sweep(tiny, store_uri, tmp_path):

@@ -8,7 +8,6 @@ by side, with each sweep's test metrics.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Any
 
@@ -94,13 +93,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--experiment", default="happysad", help="the MLflow experiment (default happysad)"
     )
+    from happysad.tracking import add_store_option
+
+    add_store_option(parser)
     args = parser.parse_args(argv)
 
     from mlflow.tracking import MlflowClient
 
     from happysad.tracking import check_reachable, find_sweeps, resolve_tracking_uri
 
-    uri = resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI"))
+    uri = resolve_tracking_uri(args.tracking_uri)
+    print(f"MLflow store: {uri}", file=sys.stderr)
     try:
         check_reachable(uri)
         client = MlflowClient(uri)

@@ -176,6 +176,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--model", default=DEFAULT_MODEL, help=f"an MLflow model URI (default {DEFAULT_MODEL})"
     )
+    from happysad.tracking import add_store_option
+
+    add_store_option(parser)
     parser.add_argument(
         "--faces",
         choices=["all", "largest"],
@@ -205,7 +208,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from happysad.tracking import resolve_tracking_uri
 
-    mlflow.set_tracking_uri(resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI")))
+    uri = resolve_tracking_uri(args.tracking_uri)
+    print(f"MLflow store: {uri}", file=sys.stderr)
+    mlflow.set_tracking_uri(uri)
     files, missing = expand(args.paths)
     try:
         model = load_model(args.model)

@@ -64,6 +64,7 @@ def promote(cfg: PromoteConfig) -> Decision:
     from happysad.tracking import check_reachable, resolve_tracking_uri
 
     uri = resolve_tracking_uri(cfg.mlflow.tracking_uri)
+    log.info(f"MLflow store: {uri}")
     check_reachable(uri)
     mlflow.set_tracking_uri(uri)
     client = MlflowClient(uri)

@@ -37,10 +37,23 @@ PACKAGES = ("happysad", "tensorflow", "keras", "keras-tuner", "mlflow", "hydra-c
 
 
 def resolve_tracking_uri(configured: str | None) -> str:
-    """The configured URI, else a SQLite store in ./mlruns (made absolute)."""
+    """The store every command uses, by one rule: the URI given on its command line
+    (`mlflow.tracking_uri=` for sweep and promote, `--tracking-uri` for predict, compare
+    and ui), else MLFLOW_TRACKING_URI, else a SQLite store in ./mlruns (made absolute)."""
     if configured:
         return configured
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
     return f"sqlite:///{(Path.cwd() / DEFAULT_STORE / 'mlflow.db').resolve()}"
+
+
+def add_store_option(parser: Any) -> None:
+    """The `--tracking-uri` option of the argparse commands (predict, compare, ui)."""
+    parser.add_argument(
+        "--tracking-uri",
+        metavar="URI",
+        help="the MLflow store (default: MLFLOW_TRACKING_URI, else ./mlruns)",
+    )
 
 
 def _sqlite_path(uri: str) -> Path | None:
@@ -62,8 +75,8 @@ def check_reachable(uri: str) -> None:
     if db is not None:
         if not db.is_file():
             raise StoreError(
-                f"no MLflow store at {db}: run a sweep here first (make sweep), or point "
-                "MLFLOW_TRACKING_URI (or mlflow.tracking_uri) at the store that has the runs"
+                f"no MLflow store at {db}: run a sweep here first (make sweep), or give the "
+                "store that has the runs (--tracking-uri, mlflow.tracking_uri= or MLFLOW_TRACKING_URI)"
             )
         return
     if uri.startswith(("http://", "https://")):
@@ -74,7 +87,7 @@ def check_reachable(uri: str) -> None:
         except requests.RequestException as err:
             raise StoreError(
                 f"the MLflow tracking server {uri} does not answer ({type(err).__name__}): start it, "
-                "or point MLFLOW_TRACKING_URI (or mlflow.tracking_uri) at a running one"
+                "or give a running one (--tracking-uri, mlflow.tracking_uri= or MLFLOW_TRACKING_URI)"
             ) from err
 
 

@@ -1,7 +1,7 @@
 """`python -m happysad.ui [--port 5000]`: the MLflow UI on this project's store.
 
-Starts `mlflow ui` on 127.0.0.1 over the store the sweeps write to (MLFLOW_TRACKING_URI,
-else ./mlruns), and prints the address of the latest sweep's page. With a tracking
+Starts `mlflow ui` on 127.0.0.1 over the store the sweeps write to (--tracking-uri,
+else MLFLOW_TRACKING_URI, else ./mlruns), and prints the address of the latest sweep's page. With a tracking
 server, it only prints the page's address there. Ctrl-C stops it, and so do SIGTERM
 and SIGHUP (a supervisor, `kill`, a closed terminal): the server and its workers are
 stopped with it, never left holding the port.
@@ -40,11 +40,12 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m happysad.ui", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1 (default 5000)")
+    from happysad.tracking import add_store_option, check_reachable, resolve_tracking_uri
+
+    add_store_option(parser)
     args = parser.parse_args(argv)
 
-    from happysad.tracking import check_reachable, resolve_tracking_uri
-
-    uri = resolve_tracking_uri(os.environ.get("MLFLOW_TRACKING_URI"))
+    uri = resolve_tracking_uri(args.tracking_uri)
     try:
         check_reachable(uri)
         if uri.startswith(("http://", "https://")):
