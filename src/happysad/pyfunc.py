@@ -111,6 +111,13 @@ class ImageClassifier:
                 located = self.locate(image, faces, no_face, factor)
             except Unusable as err:
                 located = [({"error": str(err)}, None)]
+            except Exception as err:  # noqa: BLE001 - one odd picture must not fail the others
+                located = [
+                    (
+                        {"error": f"could not be searched for faces ({type(err).__name__}: {err})"},
+                        None,
+                    )
+                ]
             for found, array in located:
                 row = dict.fromkeys(COLUMNS)
                 row.update(found, input=i)
