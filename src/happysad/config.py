@@ -58,6 +58,11 @@ class Objective(Enum):
     auc = "auc"
     loss = "loss"
 
+    @property
+    def direction(self) -> str:
+        """ "min" for the losses, "max" for the others: the one place that says so."""
+        return "min" if self in (Objective.loss, Objective.val_loss) else "max"
+
 
 class ColorMode(Enum):
     grayscale = "grayscale"

@@ -144,7 +144,7 @@ class FaceHyperModel(keras_tuner.HyperModel):
         # at the end: the model kept is the one whose score keras-tuner records.
         stop = keras.callbacks.EarlyStopping(
             monitor=objective,
-            mode="min" if objective.endswith("loss") else "max",
+            mode=tuner.objective.direction,
             patience=patience,
             restore_best_weights=True,
         )

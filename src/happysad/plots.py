@@ -10,6 +10,8 @@ import numpy as np
 # nothing to close; they are freed like any object.
 from matplotlib.figure import Figure
 
+from happysad.config import Objective
+
 TRAIN, VAL, BEST = "#1f77b4", "#ff7f0e", "#2ca02c"
 
 
@@ -132,7 +134,8 @@ def _best_epoch(values: Sequence[float] | None, objective: str) -> int | None:
     arr = np.asarray(values, dtype=float)
     if np.isnan(arr).all():
         return None
-    return int(np.nanargmin(arr) if objective.endswith("loss") else np.nanargmax(arr))
+    minimize = Objective(objective).direction == "min"
+    return int(np.nanargmin(arr) if minimize else np.nanargmax(arr))
 
 
 def _all(history: dict[str, Sequence[float]], name: str) -> list[float]:

@@ -24,6 +24,7 @@ from mlflow.entities import RunStatus
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 
+from happysad.config import Objective
 from happysad.errors import StoreError
 from happysad.images import Preprocessing
 
@@ -421,7 +422,7 @@ def find_sweeps(
 def finished_trials(client: MlflowClient, sweep_run: Any, limit: int = 1000) -> list:
     """A sweep's FINISHED trial runs, best first by its own objective."""
     objective = sweep_run.data.params.get("tuner.objective", "val_accuracy")
-    order = "ASC" if objective.endswith("loss") else "DESC"
+    order = "ASC" if Objective(objective).direction == "min" else "DESC"
     return client.search_runs(
         [sweep_run.info.experiment_id],
         filter_string=f"tags.mlflow.parentRunId = '{sweep_run.info.run_id}' and attributes.status = 'FINISHED'",

@@ -34,8 +34,7 @@ MOST_WRONG = 12  # validation images in each trial's grid of confident mistakes
 
 
 def objective(cfg: Config) -> kt.Objective:
-    name = cfg.tuner.objective.value
-    return kt.Objective(name, direction="min" if name.endswith("loss") else "max")
+    return kt.Objective(cfg.tuner.objective.value, direction=cfg.tuner.objective.direction)
 
 
 def tuner_kwargs(cfg: Config) -> dict[str, Any]:
