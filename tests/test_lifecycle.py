@@ -88,7 +88,7 @@ def test_finished_failed_and_nan_trials_each_leave_their_run(plan, overrides, st
     plan += [("finish", 0.7), ("fail", 0.0), ("nan", 0.0), ("finish", 0.8)]
     result = run_sweep(compose_config([*overrides, "tuner.max_trials=4", "sweep.name=four"]))
     assert not plan, "every trial ran"
-    assert result.best["trial_id"] == "3" and result.best["score"] == pytest.approx(0.8)
+    assert result.best.trial_id == "3" and result.best.score == pytest.approx(0.8)
     assert "test_accuracy" in result.test_metrics
 
     client, (parent,), trials = _runs(store_uri)
@@ -137,4 +137,4 @@ def test_an_interrupted_sweep_is_killed_and_continues_where_it_stopped(plan, ove
         ("trial-1", "KILLED"),
         ("trial-2", "FINISHED"),
     ]
-    assert result.best["trial_id"] == "2" and len(result.results) == 3
+    assert result.best.trial_id == "2" and len(result.results) == 3

@@ -106,7 +106,7 @@ def test_a_nan_trial_fails_with_its_reason_and_the_next_one_finishes(tiny, store
     assert len(failed) == 1 and len(children) == 2
     assert failed[0].data.params["optimizer.learning_rate"] == "1000000000000.0"
     assert "the loss became nan" in failed[0].data.tags["happysad.failure"]
-    assert result.best["hyperparameters"]["optimizer.learning_rate"] == 0.01
+    assert result.best.hyperparameters["optimizer.learning_rate"] == 0.01
 
 
 def test_deterministic_sweeps_give_the_same_metrics(tmp_path, image_cache):

@@ -104,11 +104,11 @@ def test_a_tiny_sweep_records_every_trial(tiny, store_uri):
         } <= set(_artifacts(client, child.info.run_id))
 
     best = result.best
-    model = mlflow.keras.load_model(best["model_uri"])
+    model = mlflow.keras.load_model(best.model_uri)
     images = np.random.default_rng(0).integers(0, 256, (3, 32, 32, 1)).astype("float32")
     prob = model.predict(images, verbose=0)
     assert prob.shape == (3, 1) and np.all((prob >= 0) & (prob <= 1))
-    pyfunc = mlflow.pyfunc.load_model(best["model_uri"])
+    pyfunc = mlflow.pyfunc.load_model(best.model_uri)
     assert pyfunc.metadata.metadata["happysad"]["preprocessing"]["image_size"] == 32
     # The python_function flavour takes image files, of any size, as they are on disk.
     import io

@@ -18,6 +18,7 @@ import numpy as np
 
 from happysad import evaluation, plots
 from happysad.data import CLASS_NAMES
+from happysad.trials import TrialRecord
 
 
 @dataclass
@@ -36,29 +37,29 @@ def build(
     tuner: str,
     objective: str,
     maximize: bool,
-    results: list[dict[str, Any]],
-    best: dict[str, Any] | None,
+    results: list[TrialRecord],
+    best: TrialRecord | None,
     test_y: np.ndarray | None,
     test_prob: np.ndarray | None,
     data_summary: dict[str, Any],
     stopped_early: str | None,
 ) -> Outcome:
     out = Outcome()
-    finished = [r for r in results if r["score"] is not None]
+    finished = [r for r in results if r.score is not None]
     out.metrics = {
         "trials_finished": float(len(finished)),
         "trials_failed": float(len(results) - len(finished)),
     }
     values = [
-        {k: _number(v) for k, v in r["hyperparameters"].items() if not k.startswith("tuner/")}
+        {k: _number(v) for k, v in r.hyperparameters.items() if not k.startswith("tuner/")}
         for r in finished
     ]
-    scores = [r["score"] for r in finished]
+    scores = [r.score for r in finished]
     weights = evaluation.importance(values, scores)
     figures = {
         "plots/objective_per_trial.png": plots.objective_per_trial(
-            [int(r["trial_id"]) for r in results],
-            [r["score"] for r in results],
+            [int(r.trial_id) for r in results],
+            [r.score for r in results],
             objective,
             maximize,
         ),
@@ -71,15 +72,18 @@ def build(
     }
     out.texts["trials.csv"] = trials_csv(results)
     if best is not None:
-        out.metrics["best_objective"] = best["score"]
-        out.tags["happysad.best_trial_id"] = best["trial_id"]
-        out.tags["happysad.best_run_id"] = best["run_id"]
+        out.metrics["best_objective"] = best.score
+        out.tags["happysad.best_trial_id"] = best.trial_id
+        out.tags["happysad.best_run_id"] = best.run_id
         # Tags, not params: a continued sweep may find a new best, and params are immutable.
-        out.tags.update({f"happysad.best.{k}": str(v) for k, v in best["hyperparameters"].items()})
-        if best["model_uri"]:
-            out.tags["happysad.best_model_uri"] = best["model_uri"]
+        out.tags.update({f"happysad.best.{k}": str(v) for k, v in best.hyperparameters.items()})
+        if best.model_uri:
+            out.tags["happysad.best_model_uri"] = best.model_uri
         out.texts["best_trial.json"] = json.dumps(
-            {k: best[k] for k in ("trial_id", "run_id", "score", "hyperparameters", "model_uri")},
+            {
+                k: getattr(best, k)
+                for k in ("trial_id", "run_id", "score", "hyperparameters", "model_uri")
+            },
             indent=2,
         )
     test: dict[str, float] = {}
@@ -87,7 +91,7 @@ def build(
         test = evaluation.binary_metrics(test_y, test_prob)
         test["average_precision"] = evaluation.average_precision(test_y, test_prob)
         out.metrics.update({f"test_{k}": v for k, v in test.items()})
-        who = f"best model (trial-{best['trial_id']})"
+        who = f"best model (trial-{best.trial_id})"
         fpr, tpr = evaluation.roc_curve(test_y, test_prob)
         recall, precision = evaluation.pr_curve(test_y, test_prob)
         figures["plots/test_confusion_matrix.png"] = plots.confusion_matrix(
@@ -135,21 +139,21 @@ def _png(fig) -> bytes:
     return buffer.getvalue()
 
 
-def trials_csv(results: list[dict[str, Any]]) -> str:
-    names = list(dict.fromkeys(k for r in results for k in r["hyperparameters"]))
+def trials_csv(results: list[TrialRecord]) -> str:
+    names = list(dict.fromkeys(k for r in results for k in r.hyperparameters))
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["trial_id", "status", "score", "seconds", "run_id", *names, "reason"])
     for r in results:
         writer.writerow(
             [
-                r["trial_id"],
-                r["status"],
-                "" if r["score"] is None else f"{r['score']:.6g}",
-                f"{r['seconds']:.1f}",
-                r["run_id"] or "",
-                *[r["hyperparameters"].get(n, "") for n in names],
-                r["reason"] or "",
+                r.trial_id,
+                r.status,
+                "" if r.score is None else f"{r.score:.6g}",
+                f"{r.seconds:.1f}",
+                r.run_id or "",
+                *[r.hyperparameters.get(n, "") for n in names],
+                r.reason or "",
             ]
         )
     return buffer.getvalue()
@@ -178,33 +182,29 @@ def _page(
 
     e = html.escape
     finished = sorted(
-        (r for r in results if r["score"] is not None), key=lambda r: r["score"], reverse=maximize
+        (r for r in results if r.score is not None), key=lambda r: r.score, reverse=maximize
     )
-    failed = [r for r in results if r["score"] is None]
-    names = list(dict.fromkeys(k for r in results for k in r["hyperparameters"]))
+    failed = [r for r in results if r.score is None]
+    names = list(dict.fromkeys(k for r in results for k in r.hyperparameters))
     head = "".join(
         f"<th>{e(n)}</th>" for n in ["rank", "trial", objective, "seconds", *names, "status"]
     )
     rows = []
     for rank, r in enumerate([*finished, *failed], start=1):
-        cls = (
-            "best"
-            if best and r["run_id"] == best["run_id"]
-            else ("failed" if r["score"] is None else "")
-        )
-        score = "" if r["score"] is None else f"{r['score']:.4f}"
+        cls = "best" if best and r.run_id == best.run_id else ("failed" if r.score is None else "")
+        score = "" if r.score is None else f"{r.score:.4f}"
         cells = [
-            str(rank) if r["score"] is not None else "",
-            f"trial-{r['trial_id']}",
+            str(rank) if r.score is not None else "",
+            f"trial-{r.trial_id}",
             score,
-            f"{r['seconds']:.0f}",
+            f"{r.seconds:.0f}",
         ]
-        cells += [_fmt(r["hyperparameters"].get(n, "")) for n in names]
-        status = r["status"] if not r["reason"] else f"{r['status']}: {r['reason']}"
+        cells += [_fmt(r.hyperparameters.get(n, "")) for n in names]
+        status = r.status if not r.reason else f"{r.status}: {r.reason}"
         tds = "".join(f"<td>{e(c)}</td>" for c in cells) + f'<td class="text">{e(status)}</td>'
         rows.append(f'<tr class="{cls}">{tds}</tr>')
     best_line = (
-        f"best: trial-{e(best['trial_id'])} with {e(objective)} {best['score']:.4f}"
+        f"best: trial-{e(best.trial_id)} with {e(objective)} {best.score:.4f}"
         if best
         else "no trial finished"
     )

@@ -29,6 +29,7 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from happysad.config import Config, config_dir, describe, register_configs, searchable, to_typed  # noqa: E402
 from happysad.errors import ConfigError, HappysadError, SweepFailed, SweepInterrupted  # noqa: E402
 from happysad.progress import duration, value  # noqa: E402
+from happysad.trials import TrialRecord, best_by  # noqa: E402
 
 log = logging.getLogger("happysad")
 
@@ -41,14 +42,14 @@ class SweepResult:
     tracking_uri: str
     experiment_id: str
     parent_run_id: str
-    results: list[dict[str, Any]]
-    best: dict[str, Any] | None
+    results: list[TrialRecord]
+    best: TrialRecord | None
     test_metrics: dict[str, float] = field(default_factory=dict)
     stopped_early: str | None = None
 
     @property
-    def failed(self) -> list[dict[str, Any]]:
-        return [r for r in self.results if r["score"] is None]
+    def failed(self) -> list[TrialRecord]:
+        return [r for r in self.results if r.score is None]
 
 
 def fresh_name() -> str:
@@ -146,7 +147,7 @@ def run_sweep(
         raise
     _log_summary(result, typed, time.monotonic() - started)
     if result.best is None or result.stopped_early:
-        reasons = "; ".join(f"trial-{r['trial_id']}: {r['reason']}" for r in result.failed[:3])
+        reasons = "; ".join(f"trial-{r.trial_id}: {r.reason}" for r in result.failed[:3])
         what = result.stopped_early or "every trial failed"
         raise SweepFailed(f"sweep '{name}': {what}. First reasons: {reasons}")
     return result
@@ -154,7 +155,7 @@ def run_sweep(
 
 def _continue(
     sweep, state, config_yaml: str, overrides: Sequence[str], images
-) -> list[dict[str, Any]]:
+) -> list[TrialRecord]:
     """Reopen the sweep's parent run; close what a hard kill left running."""
     from mlflow.exceptions import MlflowException
 
@@ -202,7 +203,7 @@ def _search(
             raise
         stopped = f"stopped after {cfg.tuner.max_consecutive_failures} failed trials in a row"
     maximize = tuner.oracle.objective.direction == "max"
-    best = tuning.best_by(tuner.results, maximize)
+    best = best_by(tuner.results, maximize)
     result = SweepResult(
         name=cfg.sweep.name,
         tracking_uri=uri,
@@ -235,17 +236,17 @@ def _search(
     return result
 
 
-def _best_model_probabilities(tuner, best: dict[str, Any], images):
+def _best_model_probabilities(tuner, best: TrialRecord, images):
     """P(happy) on the test split from the best model: the one logged to MLflow when
     there is one (so the artifact itself is checked), else keras-tuner's checkpoint."""
     from happysad.pyfunc import probabilities
 
-    if best["model_uri"]:
+    if best.model_uri:
         import mlflow
 
-        model = mlflow.keras.load_model(best["model_uri"])
+        model = mlflow.keras.load_model(best.model_uri)
     else:
-        model = tuner.load_model(tuner.oracle.get_trial(best["trial_id"]))
+        model = tuner.load_model(tuner.oracle.get_trial(best.trial_id))
     return probabilities(model, images.test.x)
 
 
@@ -303,8 +304,8 @@ def _log_summary(result: SweepResult, cfg: Config, seconds: float) -> None:
     )
     best = result.best
     if best is not None:
-        log.info(f"best: trial-{best['trial_id']} with {objective} {best['score']:.4f}")
-        for key, v in best["hyperparameters"].items():
+        log.info(f"best: trial-{best.trial_id} with {objective} {best.score:.4f}")
+        for key, v in best.hyperparameters.items():
             log.info(f"  {key:<28} {value(v)}")
         if result.test_metrics:
             shown = "  ".join(
@@ -324,7 +325,7 @@ def _log_summary(result: SweepResult, cfg: Config, seconds: float) -> None:
         (f"promote sweep.name={result.name}", "register its best model, champion if it earns it"),
         ("predict photo.jpg album/", "find and classify the faces in photos with the champion"),
     ]
-    if best is None or not best["model_uri"]:
+    if best is None or not best.model_uri:
         steps = steps[:2]
     width = max(len(command) for command, _ in steps)
     for command, what in steps:

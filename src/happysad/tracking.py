@@ -27,6 +27,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 from happysad.config import Objective
 from happysad.errors import StoreError
 from happysad.images import Preprocessing
+from happysad.trials import TrialRecord
 
 # MLflow announces at INFO that it creates a new store's tables; a first sweep's
 # console should show happysad's lines only (failures still come as errors).
@@ -239,7 +240,7 @@ class SweepRun:
             client.set_terminated(run.info.run_id, KILLED)
         return [r.data.tags.get(f"{TAG}trial_id", "?") for r in stale]
 
-    def previous_trials(self) -> list[dict[str, Any]]:
+    def previous_trials(self) -> list[TrialRecord]:
         """The finished and failed trials of this sweep so far, oldest first, in the form
         the tuner records new ones."""
         client = MlflowClient()
@@ -253,17 +254,17 @@ class SweepRun:
         for run in runs:
             tags, finished = run.data.tags, run.info.status == FINISHED
             out.append(
-                {
-                    "trial_id": tags.get(f"{TAG}trial_id", "?"),
-                    "run_id": run.info.run_id,
-                    "status": run.info.status,
-                    "score": run.data.metrics.get("objective") if finished else None,
-                    "seconds": ((run.info.end_time or run.info.start_time) - run.info.start_time)
+                TrialRecord(
+                    trial_id=tags.get(f"{TAG}trial_id", "?"),
+                    run_id=run.info.run_id,
+                    status=run.info.status,
+                    score=run.data.metrics.get("objective") if finished else None,
+                    seconds=((run.info.end_time or run.info.start_time) - run.info.start_time)
                     / 1000,
-                    "hyperparameters": dict(run.data.params),
-                    "reason": tags.get(f"{TAG}failure"),
-                    "model_uri": tags.get(f"{TAG}model_uri"),
-                }
+                    hyperparameters=dict(run.data.params),
+                    reason=tags.get(f"{TAG}failure"),
+                    model_uri=tags.get(f"{TAG}model_uri"),
+                )
             )
         return out
 

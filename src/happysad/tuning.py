@@ -18,7 +18,6 @@ from typing import Any
 
 import keras_tuner as kt
 import mlflow
-import numpy as np
 from keras_tuner.engine import trial as trial_module
 from keras_tuner.src import config as kt_config
 
@@ -28,6 +27,7 @@ from happysad.data import CLASS_NAMES, ImageData
 from happysad.hypermodel import FaceHyperModel
 from happysad.progress import Console
 from happysad.tracking import FAILED, FINISHED, SweepRun
+from happysad.trials import TrialRecord, best_by
 
 COMPLETED = trial_module.TrialStatus.COMPLETED
 MOST_WRONG = 12  # validation images in each trial's grid of confident mistakes
@@ -179,7 +179,7 @@ class TrackedTunerMixin:
         self.cfg = cfg
         self.data = data
         self.console: Console | None = None
-        self.results: list[dict[str, Any]] = list(previous)
+        self.results: list[TrialRecord] = list(previous)
         self._model = None
 
     def on_search_begin(self):
@@ -267,38 +267,34 @@ class TrackedTunerMixin:
             self._outcome = None
 
     def _record(self, trial) -> None:
-        result = {
-            "trial_id": trial.trial_id,
-            "run_id": self.sweep.trial_run_id,
-            "status": FINISHED,
-            "score": None,
-            "seconds": None,
-            "hyperparameters": active_values(trial.hyperparameters),
-            "reason": None,
-            "model_uri": None,
-        }
+        result = TrialRecord(
+            trial_id=trial.trial_id,
+            run_id=self.sweep.trial_run_id,
+            status=FINISHED,
+            hyperparameters=active_values(trial.hyperparameters),
+        )
         outcome = self._outcome
         if trial.status == COMPLETED and outcome is not None and outcome.record_error:
-            result["reason"] = f"recording the trial failed: {outcome.record_error}"
-            self.sweep.end_trial(FAILED, result["reason"], outcome.record_details)
+            result.reason = f"recording the trial failed: {outcome.record_error}"
+            self.sweep.end_trial(FAILED, result.reason, outcome.record_details)
         elif trial.status == COMPLETED and outcome is not None:
             try:
                 self._log_finished(trial, outcome)
-                result["model_uri"] = outcome.model_uri
-                result["score"] = float(trial.score)
+                result.model_uri = outcome.model_uri
+                result.score = float(trial.score)
                 self.sweep.end_trial(FINISHED)
             except Exception as err:  # noqa: BLE001 - recorded on the run, then the search goes on
-                result["reason"] = f"recording the trial failed: {type(err).__name__}: {err}"
-                self.sweep.end_trial(FAILED, result["reason"], traceback.format_exc())
+                result.reason = f"recording the trial failed: {type(err).__name__}: {err}"
+                self.sweep.end_trial(FAILED, result.reason, traceback.format_exc())
         else:
-            result["reason"] = failure_reason(trial.message)
-            self.sweep.end_trial(FAILED, result["reason"], self._failure_details or trial.message)
-        if result["reason"]:
-            result["status"] = FAILED
-        result["seconds"] = time.monotonic() - self._trial_started
+            result.reason = failure_reason(trial.message)
+            self.sweep.end_trial(FAILED, result.reason, self._failure_details or trial.message)
+        if result.reason:
+            result.status = FAILED
+        result.seconds = time.monotonic() - self._trial_started
         self.results.append(result)
         self.console.trial_end(
-            trial.trial_id, result["seconds"], result["score"], result["reason"], self._best()
+            trial.trial_id, result.seconds, result.score, result.reason, self._best()
         )
         gc.collect()
 
@@ -310,7 +306,7 @@ class TrackedTunerMixin:
 
     def _best(self) -> tuple[str, float] | None:
         best = best_by(self.results, maximize=self.oracle.objective.direction == "max")
-        return None if best is None else (best["trial_id"], best["score"])
+        return None if best is None else (best.trial_id, best.score)
 
     def _log_finished(self, trial, outcome: training.TrialOutcome) -> None:
         data, prob = self.data, outcome.probabilities
@@ -368,10 +364,3 @@ def model_metadata(cfg: Config, data: ImageData, trial_id: str) -> dict[str, Any
         "sweep": cfg.sweep.name,
         "trial_id": trial_id,
     }
-
-
-def best_by(results: list[dict[str, Any]], maximize: bool) -> dict[str, Any] | None:
-    scored = [r for r in results if r["score"] is not None and np.isfinite(r["score"])]
-    if not scored:
-        return None
-    return (max if maximize else min)(scored, key=lambda r: r["score"])
