@@ -20,6 +20,8 @@ from happysad import evaluation, plots
 from happysad.data import CLASS_NAMES
 from happysad.trials import TrialRecord
 
+MOST_WRONG = 12  # images in a split's grid of confident mistakes
+
 
 @dataclass
 class Outcome:
@@ -88,23 +90,10 @@ def build(
         )
     test: dict[str, float] = {}
     if best is not None and test_prob is not None and len(test_prob):
-        test = evaluation.binary_metrics(test_y, test_prob)
-        test["average_precision"] = evaluation.average_precision(test_y, test_prob)
+        evaluated = evaluate_split("test", test_y, test_prob, f"best model (trial-{best.trial_id})")
+        test = evaluated.metrics
         out.metrics.update({f"test_{k}": v for k, v in test.items()})
-        who = f"best model (trial-{best.trial_id})"
-        fpr, tpr = evaluation.roc_curve(test_y, test_prob)
-        recall, precision = evaluation.pr_curve(test_y, test_prob)
-        figures["plots/test_confusion_matrix.png"] = plots.confusion_matrix(
-            evaluation.confusion(test_y, test_prob), CLASS_NAMES, f"test, {who}"
-        )
-        figures["plots/test_roc.png"] = plots.roc(fpr, tpr, test["auc"], f"test ROC, {who}")
-        figures["plots/test_precision_recall.png"] = plots.pr(
-            recall,
-            precision,
-            test["average_precision"],
-            float(np.mean(test_y)),
-            f"test precision-recall, {who}",
-        )
+        figures.update(evaluated.figures)
     out.images = {path: _png(fig) for path, fig in figures.items()}
     out.texts["sweep_report.html"] = _page(
         name,
@@ -120,6 +109,50 @@ def build(
         out.images,
     )
     return out
+
+
+@dataclass
+class SplitEvaluation:
+    """A model's predictions on one split: its metrics and figures."""
+
+    metrics: dict[str, float]  # accuracy, auc, precision, recall, average_precision
+    figures: dict[str, Any]  # plots/<split>_*.png -> matplotlib Figure
+
+
+def evaluate_split(
+    split: str, y: np.ndarray, prob: np.ndarray, who: str, x: np.ndarray | None = None
+) -> SplitEvaluation:
+    """Evaluate a model on one split from its P(happy) per image: the one function for
+    a trial's validation split and the best model's test split. With the images `x`,
+    also the grid of those it got most confidently wrong."""
+    title = {"val": "validation"}.get(split, split)
+    metrics = evaluation.binary_metrics(y, prob)
+    metrics["average_precision"] = evaluation.average_precision(y, prob)
+    fpr, tpr = evaluation.roc_curve(y, prob)
+    recall, precision = evaluation.pr_curve(y, prob)
+    figures = {
+        f"plots/{split}_confusion_matrix.png": plots.confusion_matrix(
+            evaluation.confusion(y, prob), CLASS_NAMES, f"{title}, {who}"
+        ),
+        f"plots/{split}_roc.png": plots.roc(fpr, tpr, metrics["auc"], f"{title} ROC, {who}"),
+        f"plots/{split}_precision_recall.png": plots.pr(
+            recall,
+            precision,
+            metrics["average_precision"],
+            float(np.mean(y)),
+            f"{title} precision-recall, {who}",
+        ),
+    }
+    if x is not None:
+        wrong = evaluation.most_wrong(y, prob, MOST_WRONG)
+        figures[f"plots/{split}_most_wrong.png"] = plots.wrong_grid(
+            x[wrong],
+            y[wrong],
+            prob[wrong],
+            CLASS_NAMES,
+            f"{title} images {who} got most confidently wrong",
+        )
+    return SplitEvaluation(metrics, figures)
 
 
 def _number(v: Any) -> Any:

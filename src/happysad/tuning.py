@@ -21,7 +21,7 @@ import mlflow
 from keras_tuner.engine import trial as trial_module
 from keras_tuner.src import config as kt_config
 
-from happysad import evaluation, plots, training
+from happysad import plots, report, training
 from happysad.config import SEED_LIMIT, Config, TunerName
 from happysad.data import CLASS_NAMES, ImageData
 from happysad.hypermodel import FaceHyperModel
@@ -30,7 +30,6 @@ from happysad.tracking import FAILED, FINISHED, SweepRun
 from happysad.trials import TrialRecord, best_by
 
 COMPLETED = trial_module.TrialStatus.COMPLETED
-MOST_WRONG = 12  # validation images in each trial's grid of confident mistakes
 
 
 def objective(cfg: Config) -> kt.Objective:
@@ -157,14 +156,14 @@ def _tidy(v: Any) -> Any:
 
 
 def failure_reason(message: str | None) -> str:
-    """The last line of keras-tuner's traceback: the exception and its message."""
+    """The last line of keras-tuner's traceback, for a failure raised outside the trial's
+    training (whose own exception gives the reason directly): the exception and its message."""
     lines = [line.strip() for line in (message or "").strip().splitlines() if line.strip()]
     if not lines:
         return "the trial failed without a message"
     reason = lines[-1]
     for prefix in ("keras_tuner.src.errors.", "keras_tuner.errors."):
         reason = reason.removeprefix(prefix)
-    reason = reason.removeprefix("happysad.training.TrialProcessFailed: ")
     return reason.removeprefix("FailedTrialError: ")
 
 
@@ -198,7 +197,7 @@ class TrackedTunerMixin:
         self._history: dict[str, list[float]] = defaultdict(list)
         self._epochs: list[int] = []
         self._outcome: training.TrialOutcome | None = None
-        self._failure_details: str | None = None
+        self._failure: tuple[str, str | None] | None = None  # reason, details
         values = active_values(trial.hyperparameters)
         self.console.trial_begin(trial.trial_id, values)
         seeds = {
@@ -243,8 +242,9 @@ class TrackedTunerMixin:
             job.model_metadata = model_metadata(self.cfg, data, trial.trial_id)
         try:
             self._outcome = training.run(job, self._epoch_done, self.cfg.sweep.isolate_trials)
-        except training.TrialProcessFailed as err:
-            self._failure_details = err.details
+        except kt.errors.FailedTrialError as err:
+            # keras-tuner keeps only the traceback's text: the reason is taken here.
+            self._failure = (str(err), getattr(err, "details", None) or traceback.format_exc())
             raise
         finally:
             if job.log_path:
@@ -287,8 +287,9 @@ class TrackedTunerMixin:
                 result.reason = f"recording the trial failed: {type(err).__name__}: {err}"
                 self.sweep.end_trial(FAILED, result.reason, traceback.format_exc())
         else:
-            result.reason = failure_reason(trial.message)
-            self.sweep.end_trial(FAILED, result.reason, self._failure_details or trial.message)
+            reason, details = self._failure or (failure_reason(trial.message), trial.message)
+            result.reason = reason
+            self.sweep.end_trial(FAILED, reason, details)
         if result.reason:
             result.status = FAILED
         result.seconds = time.monotonic() - self._trial_started
@@ -309,47 +310,24 @@ class TrackedTunerMixin:
         return None if best is None else (best.trial_id, best.score)
 
     def _log_finished(self, trial, outcome: training.TrialOutcome) -> None:
-        data, prob = self.data, outcome.probabilities
-        val = evaluation.binary_metrics(data.val.y, prob)
-        fpr, tpr = evaluation.roc_curve(data.val.y, prob)
-        recall, precision = evaluation.pr_curve(data.val.y, prob)
-        val["average_precision"] = evaluation.average_precision(data.val.y, prob)
-        wrong = evaluation.most_wrong(data.val.y, prob, MOST_WRONG)
-        name = self.oracle.objective.name
-        figures = {
-            "plots/learning_curves.png": plots.learning_curves(self._history, self._epochs, name),
-            "plots/val_confusion_matrix.png": plots.confusion_matrix(
-                evaluation.confusion(data.val.y, prob),
-                CLASS_NAMES,
-                f"validation, trial-{trial.trial_id}",
-            ),
-            "plots/val_roc.png": plots.roc(
-                fpr, tpr, val["auc"], f"validation ROC, trial-{trial.trial_id}"
-            ),
-            "plots/val_precision_recall.png": plots.pr(
-                recall,
-                precision,
-                val["average_precision"],
-                float(data.val.y.mean()),
-                f"validation precision-recall, trial-{trial.trial_id}",
-            ),
-            "plots/val_most_wrong.png": plots.wrong_grid(
-                data.val.x[wrong],
-                data.val.y[wrong],
-                prob[wrong],
-                CLASS_NAMES,
-                f"validation images trial-{trial.trial_id} got most confidently wrong",
-            ),
-        }
+        """What a finished trial records beside its model: report.py computes it."""
+        val = report.evaluate_split(
+            "val",
+            self.data.val.y,
+            outcome.probabilities,
+            f"trial-{trial.trial_id}",
+            self.data.val.x,
+        )
+        curves = plots.learning_curves(self._history, self._epochs, self.oracle.objective.name)
         self.sweep.log_trial_result(
             {
                 "objective": float(trial.score),
                 "best_epoch": float(trial.best_step),
-                "val_precision": val["precision"],
-                "val_recall": val["recall"],
-                "val_average_precision": val["average_precision"],
+                **{
+                    f"val_{k}": val.metrics[k] for k in ("precision", "recall", "average_precision")
+                },
             },
-            figures,
+            {"plots/learning_curves.png": curves, **val.figures},
         )
 
 
