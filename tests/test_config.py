@@ -15,9 +15,9 @@ from happysad.config import (
     config_dir,
     describe,
     experiments_dir,
-    searchable,
 )
 from happysad.errors import ConfigError
+from happysad.search_space import searchable
 from tests.conftest import compose_config, typed_config
 
 GROUPS = ["data", "model", "augmentation", "optimizer", "tuner", "mlflow", "debug"]
@@ -108,6 +108,9 @@ def test_unused_spaces_are_not_searched():
     spaces = searchable(typed_config(["optimizer=search"]))
     assert {"optimizer.momentum", "optimizer.weight_decay"} <= spaces.keys()
     assert "model.filters" not in searchable(typed_config(["model=seed"]))
+    # The same spaces the hypermodel declares: no dense layer, no dense units.
+    assert "model.dense_units" not in searchable(typed_config(["model.dense_layers.value=0"]))
+    assert "model.dense_units" in searchable(typed_config(["model.dense_layers.choices=[0,1]"]))
 
 
 @pytest.mark.parametrize(

@@ -174,3 +174,27 @@ def test_seed_zero_draws_the_same_trials_every_time(tmp_path, tuner):
         draws.append([tuner_.oracle.create_trial(f"t{i}").hyperparameters.values for i in range(3)])
     assert draws[0] == draws[1]
     assert len({str(d) for d in draws[0]}) == 3
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        [],
+        ["model.dense_layers.value=0"],
+        ["model.dense_layers.choices=[0,1]"],
+        ["optimizer=search"],
+        ["model=seed"],
+    ],
+)
+def test_what_the_sweep_lists_is_what_keras_tuner_is_given(overrides):
+    """One module decides the space: the names printed, logged and fingerprinted are
+    the names declared to keras-tuner (per-block filters aside: listed by their space)."""
+    from happysad import search_space
+
+    cfg = typed_config(overrides)
+    hp = kt.HyperParameters()
+    search_space.batch_size(cfg, hp)
+    search_space.draw(cfg, hp)
+    declared = {h.name for h in hp.space if not h.name.startswith("model.filters")}
+    listed = {k for k in search_space.searchable(cfg) if not k.startswith("model.filters")}
+    assert declared == listed

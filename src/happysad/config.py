@@ -469,36 +469,6 @@ def space_values(space: Any) -> list[Any]:
     return list(range(space.min, space.max + 1, step))
 
 
-def optimizer_names(cfg: Any) -> list[OptimizerName]:
-    return space_values(cfg.optimizer.name)
-
-
-def searchable(cfg: Any) -> dict[str, Any]:
-    """The spaces a sweep searches, by their public name (`model.depth`, ...).
-
-    Spaces that no model of this config uses are left out: `model.filters` when
-    `model.filters_per_block` fixes them, momentum unless sgd or rmsprop can be
-    chosen, weight decay unless adamw can.
-    """
-    out: dict[str, Any] = {}
-    for section in ("model", "augmentation", "optimizer"):
-        node = getattr(cfg, section)
-        for name, value in vars(node).items():
-            if isinstance(value, (IntSpace, FloatSpace, OptimizerSpace)):
-                out[f"{section}.{name}"] = value
-    out["data.batch_size"] = cfg.data.batch_size
-    if cfg.model.filters_per_block is not None:
-        del out["model.filters"]
-        for i, space in enumerate(cfg.model.filters_per_block):
-            out[f"model.filters_per_block.{i}"] = space
-    names = optimizer_names(cfg) if cfg.optimizer.name.value or cfg.optimizer.name.choices else []
-    if not {OptimizerName.sgd, OptimizerName.rmsprop} & set(names):
-        del out["optimizer.momentum"]
-    if OptimizerName.adamw not in names:
-        del out["optimizer.weight_decay"]
-    return out
-
-
 _FRACTIONS = (
     "model.dropout",
     "augmentation.rotation",
@@ -523,6 +493,8 @@ SEED_LIMIT = 2**32 - 1
 
 def validate(cfg: Config) -> None:
     """Raise ConfigError for what the schema types cannot catch."""
+    from happysad.search_space import searchable  # it builds on the types above
+
     spaces = searchable(cfg)
     for key, space in spaces.items():
         _check_space(key, space)

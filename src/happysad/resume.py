@@ -18,7 +18,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from happysad.config import Config, describe, searchable
+from happysad import search_space
+from happysad.config import Config
 from happysad.errors import ConfigError
 
 STATE_FILE = "happysad.json"
@@ -36,7 +37,7 @@ class SweepState:
 def fingerprint(cfg: Config, data_digest: str) -> dict[str, dict[str, str]]:
     """What must stay the same for the trials of one sweep to be comparable. The trial
     budget (tuner.max_trials) may change: raising it is how a sweep is extended."""
-    space = {key: describe(s) for key, s in searchable(cfg).items()}
+    space = search_space.summary(cfg)
     space["model.padding"] = cfg.model.padding.value
     space["augmentation.flip"] = str(cfg.augmentation.flip)
     tuner = {

@@ -26,7 +26,8 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from happysad.config import Config, config_dir, describe, register_configs, searchable, to_typed  # noqa: E402
+from happysad import search_space  # noqa: E402
+from happysad.config import Config, config_dir, register_configs, to_typed  # noqa: E402
 from happysad.errors import ConfigError, HappysadError, SweepFailed, SweepInterrupted  # noqa: E402
 from happysad.progress import duration, value  # noqa: E402
 from happysad.trials import TrialRecord, best_by  # noqa: E402
@@ -112,7 +113,7 @@ def run_sweep(
         resume.check_continuable(state, typed, fingerprint, uri)
         previous = _continue(sweep, state, config_yaml, overrides, images)
     else:
-        space = {key: describe(s) for key, s in searchable(typed).items()}
+        space = search_space.summary(typed)
         sweep.start(
             config_yaml=config_yaml,
             overrides=list(overrides),
