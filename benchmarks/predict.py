@@ -51,7 +51,7 @@ def log_model(tmp: Path) -> tuple[str, str]:
         compose(
             [
                 "model.depth.value=3",
-                "model.filters_per_block=[{value:64},{value:64},{value:32}]",
+                "model.filters=[{value:64},{value:64},{value:32}]",
                 "model.kernel_size.value=3",
                 "model.dense_units.value=256",
                 "model.dropout.value=0.2",

@@ -89,14 +89,16 @@ def test_pin_choices_and_range_overrides():
     cfg = typed_config(
         [
             "model.depth.value=3",
-            "model.filters.choices=[8,24]",
+            "model.filters.1.choices=[8,24]",
             "optimizer.learning_rate.max=0.05",
             "model.dropout.choices=[0.0,0.25]",
         ]
     )
     spaces = searchable(cfg)
     assert describe(spaces["model.depth"]) == "3"
-    assert spaces["model.filters"].choices == [8, 24]
+    # The name of a hyperparameter is the override that changes it.
+    assert spaces["model.filters.1"].choices == [8, 24]
+    assert spaces["model.filters.0"].choices == [16, 32, 64]
     assert spaces["optimizer.learning_rate"] == FloatSpace(
         min=3e-4, max=0.05, sampling=Sampling.log
     )
@@ -107,7 +109,7 @@ def test_unused_spaces_are_not_searched():
     assert "optimizer.momentum" not in searchable(typed_config(["optimizer=adam"]))
     spaces = searchable(typed_config(["optimizer=search"]))
     assert {"optimizer.momentum", "optimizer.weight_decay"} <= spaces.keys()
-    assert "model.filters" not in searchable(typed_config(["model=seed"]))
+    assert "model.filters.2" not in searchable(typed_config(["model.depth.max=2"]))
     # The same spaces the hypermodel declares: no dense layer, no dense units.
     assert "model.dense_units" not in searchable(typed_config(["model.dense_layers.value=0"]))
     assert "model.dense_units" in searchable(typed_config(["model.dense_layers.choices=[0,1]"]))
@@ -118,12 +120,12 @@ def test_unused_spaces_are_not_searched():
     [
         (["optimizer.learning_rate.min=0.1", "optimizer.learning_rate.max=0.01"], "is above"),
         (["model.depth.choices=null", "model.depth.min=null"], "not searchable as given"),
-        (["model.filters.max=128"], "searched over choices"),
+        (["model.filters.0.max=128"], "searched over choices"),
         (["model.depth.choices=[]"], "is empty"),
         (["optimizer.learning_rate.min=0"], "log sampling"),
         (
             ["model=seed", "model.depth.value=4"],
-            "filters_per_block has 3 entries but model.depth reaches 4",
+            "model.filters has 3 entries but model.depth reaches 4",
         ),
         (["model.dropout.value=1.5"], "[0, 1)"),
         (["data.val_fraction=0.5", "data.test_fraction=0.45"], "at least 10%"),

@@ -27,7 +27,7 @@ def test_hyperparameters_carry_their_config_names():
     _, _, space = _space()
     assert {
         "model.depth",
-        "model.filters_1",
+        "model.filters.0",
         "model.kernel_size",
         "model.dense_units",
         "model.dropout",
@@ -41,7 +41,7 @@ def test_pin_choices_and_range_reach_keras_tuner():
     _, _, space = _space(
         [
             "model.depth.value=3",
-            "model.filters.choices=[8,24]",
+            "model.filters.0.choices=[8,24]",
             "optimizer.learning_rate.max=0.05",
             "model.dense_units.choices=null",
             "model.dense_units.min=16",
@@ -51,8 +51,8 @@ def test_pin_choices_and_range_reach_keras_tuner():
     )
     assert isinstance(space["model.depth"], kt.engine.hyperparameters.Fixed)
     assert space["model.depth"].value == 3
-    assert isinstance(space["model.filters_1"], kt.engine.hyperparameters.Choice)
-    assert list(space["model.filters_1"].values) == [8, 24]
+    assert isinstance(space["model.filters.0"], kt.engine.hyperparameters.Choice)
+    assert list(space["model.filters.0"].values) == [8, 24]
     lr = space["optimizer.learning_rate"]
     assert (lr.min_value, lr.max_value, lr.sampling) == (3e-4, 0.05, "log")
     units = space["model.dense_units"]
@@ -61,9 +61,11 @@ def test_pin_choices_and_range_reach_keras_tuner():
 
 
 def test_deeper_blocks_are_conditional_on_depth():
-    _, _, space = _space(["model.depth.max=4"])
-    assert not space["model.filters_2"].conditions
-    (condition,) = space["model.filters_4"].conditions
+    _, _, space = _space(
+        ["model.depth.max=4", "model.filters=[{value:8},{value:8},{value:8},{value:8}]"]
+    )
+    assert not space["model.filters.1"].conditions
+    (condition,) = space["model.filters.3"].conditions
     assert condition.name == "model.depth" and list(condition.values) == [4]
 
 
@@ -153,13 +155,13 @@ def test_blocks_can_have_their_own_filter_spaces():
     _, _, space = _space(
         [
             "model.depth.choices=[2,3]",
-            "model.filters_per_block=[{choices:[8,16]},{value:32},{choices:[64,128]}]",
+            "model.filters=[{choices:[8,16]},{value:32},{choices:[64,128]}]",
         ]
     )
-    assert list(space["model.filters_1"].values) == [8, 16]
-    assert space["model.filters_2"].value == 32
-    assert list(space["model.filters_3"].values) == [64, 128]
-    (condition,) = space["model.filters_3"].conditions
+    assert list(space["model.filters.0"].values) == [8, 16]
+    assert space["model.filters.1"].value == 32
+    assert list(space["model.filters.2"].values) == [64, 128]
+    (condition,) = space["model.filters.2"].conditions
     assert list(condition.values) == [3]
 
 
@@ -188,13 +190,13 @@ def test_seed_zero_draws_the_same_trials_every_time(tmp_path, tuner):
 )
 def test_what_the_sweep_lists_is_what_keras_tuner_is_given(overrides):
     """One module decides the space: the names printed, logged and fingerprinted are
-    the names declared to keras-tuner (per-block filters aside: listed by their space)."""
+    the names declared to keras-tuner."""
     from happysad import search_space
 
     cfg = typed_config(overrides)
     hp = kt.HyperParameters()
     search_space.batch_size(cfg, hp)
     search_space.draw(cfg, hp)
-    declared = {h.name for h in hp.space if not h.name.startswith("model.filters")}
-    listed = {k for k in search_space.searchable(cfg) if not k.startswith("model.filters")}
+    declared = [h.name for h in hp.space if h.name != "data.batch_size"]
+    listed = [k for k in search_space.searchable(cfg) if k != "data.batch_size"]
     assert declared == listed

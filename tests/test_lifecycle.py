@@ -59,13 +59,10 @@ def plan(monkeypatch) -> list[tuple[str, float]]:
 
 
 @pytest.fixture
-def overrides(tmp_path, image_cache, store_uri) -> list[str]:
+def overrides(tiny) -> list[str]:
+    """A tiny sweep trained by the stand-in, in the sweep's process, logging no models."""
     return [
-        "debug=tiny",
-        "data.num_images=120",
-        f"data.cache_dir={image_cache}",
-        f"mlflow.tracking_uri={store_uri}",
-        f"sweep.dir={tmp_path / 'sweeps'}",
+        *tiny,
         "model.padding=same",
         "tuner.epochs=2",
         "mlflow.log_models=false",

@@ -37,7 +37,7 @@ def store(tmp_path_factory):
         f"sweep.dir={root / 'sweeps'}",
         "experiment=seed_baseline",
         "model.depth.value=2",
-        "model.filters_per_block=[{value:32},{value:64}]",
+        "model.filters=[{value:32},{value:64}]",
         "tuner.epochs=6",
     ]
     cwd = os.getcwd()

@@ -94,7 +94,7 @@ def test_a_nan_trial_fails_with_its_reason_and_the_next_one_finishes(tiny, store
             "optimizer.momentum.value=0.0",
             "model.depth.value=2",
             "model.kernel_size.value=3",
-            "model.filters.value=8",
+            "model.filters=[{value:8},{value:8}]",
             "model.dense_units.value=8",
             "model.dropout.value=0.0",
             "data.batch_size.value=32",

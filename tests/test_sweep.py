@@ -85,7 +85,7 @@ def test_a_tiny_sweep_records_every_trial(tiny, store_uri):
         params = child.data.params
         assert {
             "model.depth",
-            "model.filters_1",
+            "model.filters.0",
             "model.kernel_size",
             "optimizer.learning_rate",
             "data.batch_size",

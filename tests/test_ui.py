@@ -80,7 +80,7 @@ def test_the_rest_api_shows_the_sweep_and_its_trials(server):
         metrics = {m["key"] for m in run["data"]["metrics"]}
         assert {
             "model.depth",
-            "model.filters_1",
+            "model.filters.0",
             "optimizer.learning_rate",
             "data.batch_size",
         } <= params

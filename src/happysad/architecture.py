@@ -36,7 +36,7 @@ def largest_parameter_count(cfg: Any, channels: int) -> int:
     m = cfg.model
     size = cfg.data.image_size
     kernels = space_values(m.kernel_size)
-    blocks = m.filters_per_block or [m.filters] * max(space_values(m.depth))
+    blocks = m.filters
     filters = [max(space_values(space)) for space in blocks]
     units = max(space_values(m.dense_units)) if max(space_values(m.dense_layers)) else 0
     layers = max(space_values(m.dense_layers))

@@ -203,13 +203,11 @@ class Fer2013DataConfig(FolderDataConfig):
 @dataclass
 class ModelConfig:
     depth: IntSpace = _space(IntSpace)
-    # Filters of each conv block; each block draws its own value, logged as
-    # model.filters_1, model.filters_2, ...
-    filters: IntSpace = _space(IntSpace)
-    # A space per block instead, when blocks should differ (the seed network's
-    # 16, 32, 16; or cheap wide blocks only where the images are small). It must have
-    # an entry for every block the deepest model has, and replaces `filters`.
-    filters_per_block: list[IntSpace] | None = None
+    # The filters of each conv block: one space per block, for every block the deepest
+    # model has (the seed network's 16, 32, 16; or cheap wide blocks only where the
+    # images are small). Block i's filters are the hyperparameter `model.filters.i`
+    # (from 0), changed by `model.filters.i.choices=[...]` and the like.
+    filters: list[IntSpace] = field(default_factory=list)
     kernel_size: IntSpace = _space(IntSpace)
     padding: Padding = Padding.valid
     dense_layers: IntSpace = _space(IntSpace)
@@ -495,6 +493,9 @@ def validate(cfg: Config) -> None:
     """Raise ConfigError for what the schema types cannot catch."""
     from happysad.search_space import searchable  # it builds on the types above
 
+    # What is searched depends on these two: they must make sense first.
+    _check_space("model.depth", cfg.model.depth)
+    _check_space("model.dense_layers", cfg.model.dense_layers)
     spaces = searchable(cfg)
     for key, space in spaces.items():
         _check_space(key, space)
@@ -506,13 +507,13 @@ def validate(cfg: Config) -> None:
         if any(not 0.0 <= v < 1.0 for v in _extremes(spaces[key])):
             raise ConfigError(f"{key} must lie in [0, 1) (got {describe(spaces[key])})")
 
-    blocks = cfg.model.filters_per_block
+    blocks = cfg.model.filters
     deepest = max(space_values(cfg.model.depth))
-    if blocks is not None and len(blocks) < deepest:
+    if len(blocks) < deepest:
         raise ConfigError(
-            f"model.filters_per_block has {len(blocks)} entries but model.depth reaches {deepest} blocks "
-            f"({describe(cfg.model.depth)}): give a space for every block, lower model.depth, "
-            "or set model.filters_per_block=null to search model.filters for every block"
+            f"model.filters has {len(blocks)} entries but model.depth reaches {deepest} blocks "
+            f"({describe(cfg.model.depth)}): give a space for every block, e.g. "
+            f"model.filters='[{{choices:[16,32,64]}}, ...]' with {deepest} entries, or lower model.depth"
         )
 
     for key, seed in (("seed", cfg.seed), ("data.seed", cfg.data.seed)):

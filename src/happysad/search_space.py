@@ -37,22 +37,23 @@ OPTIMIZER_SETTINGS = {
 def searchable(cfg: Any) -> dict[str, Any]:
     """The spaces a sweep searches, by their public name (`model.depth`, ...).
 
-    Spaces that no model of this config uses are left out, as `draw` never declares
-    them: `model.filters` when `model.filters_per_block` fixes them, `model.dense_units`
-    when no model has a dense layer, momentum unless sgd or rmsprop can be chosen,
-    weight decay unless adamw can.
+    Each name is what the override that changes it starts with: `model.filters.1` is
+    changed by `model.filters.1.choices=[32,64]`. Spaces that no model of this config
+    uses are left out, as `draw` never declares them: the filters of blocks deeper than
+    the deepest model, `model.dense_units` when no model has a dense layer, momentum
+    unless sgd or rmsprop can be chosen, weight decay unless adamw can.
     """
-    out: dict[str, Any] = {}
+    m = cfg.model
+    # In the order keras-tuner declares them: depth, kernel size, each block's filters.
+    out: dict[str, Any] = {"model.depth": m.depth, "model.kernel_size": m.kernel_size}
+    for block, space in enumerate(m.filters[: max(space_values(m.depth))]):
+        out[f"model.filters.{block}"] = space
     for section in ("model", "augmentation", "optimizer"):
         node = getattr(cfg, section)
         for name, value in vars(node).items():
             if isinstance(value, (IntSpace, FloatSpace, OptimizerSpace)):
-                out[f"{section}.{name}"] = value
+                out.setdefault(f"{section}.{name}", value)
     out["data.batch_size"] = cfg.data.batch_size
-    if cfg.model.filters_per_block is not None:
-        del out["model.filters"]
-        for i, space in enumerate(cfg.model.filters_per_block):
-            out[f"model.filters_per_block.{i}"] = space
     if not any(n > 0 for n in space_values(cfg.model.dense_layers)):
         del out["model.dense_units"]  # no dense layer to size
     names = optimizer_names(cfg)
@@ -101,7 +102,7 @@ def draw(cfg: Any, hp: keras_tuner.HyperParameters) -> Drawn:
     kernel = declare(hp, "model.kernel_size", m.kernel_size)
     # Every block some depth could have is declared, so that keras-tuner sees the
     # conditional filters of the deeper blocks from the start.
-    filters = [_filters(cfg, hp, block) for block in range(1, max(space_values(m.depth)) + 1)]
+    filters = [_filters(cfg, hp, block) for block in range(max(space_values(m.depth)))]
     dense_layers = declare(hp, "model.dense_layers", m.dense_layers)
     units = _dense_units(cfg, hp)
     dropout = declare(hp, "model.dropout", m.dropout)
@@ -159,14 +160,13 @@ def _plain(value: Any) -> Any:
 
 
 def _filters(cfg: Any, hp: keras_tuner.HyperParameters, block: int) -> int | None:
-    """Filters of one block, active only when the drawn depth has that block."""
+    """Filters of one block (from 0), active only when the drawn depth has that block."""
     m = cfg.model
-    name = f"model.filters_{block}"
-    space = m.filters if m.filters_per_block is None else m.filters_per_block[block - 1]
+    name, space = f"model.filters.{block}", m.filters[block]
     depths = space_values(m.depth)
-    if block <= min(depths):
+    if block < min(depths):
         return declare(hp, name, space)
-    with hp.conditional_scope("model.depth", [d for d in depths if d >= block]):
+    with hp.conditional_scope("model.depth", [d for d in depths if d > block]):
         return declare(hp, name, space)
 
 
