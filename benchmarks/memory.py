@@ -97,7 +97,7 @@ def run_arm(arm: str, trials: int, extra: list[str], tmp: str) -> list[dict]:
         training.start()
     images = data_module.load(cfg.data)
     uri = f"sqlite:///{tmp}/mlruns/mlflow.db"
-    sweep = tracking.SweepRun(tracking.open_experiment(uri, "memory"), "memory")
+    sweep = tracking.SweepRun(uri, tracking.open_experiment(uri, "memory"), "memory")
     start_sweep(sweep, overrides, images)
     tuner = tuning.make_tuner(
         cfg,

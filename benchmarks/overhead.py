@@ -87,7 +87,7 @@ def run_arm(arm: str, overrides: list[str], workdir: Path) -> dict:
     sweep = None
     if arm == "happysad":
         uri = f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}"
-        sweep = tracking.SweepRun(tracking.open_experiment(uri, "overhead"), arm)
+        sweep = tracking.SweepRun(uri, tracking.open_experiment(uri, "overhead"), arm)
         start_sweep(sweep, overrides, images)
     tuner = tuning.make_tuner(cfg, hypermodel, cfg.sweep.dir, arm, sweep=sweep, data=images)
     tuner.__class__ = type(f"Timed{type(tuner).__name__}", (TimingMixin, type(tuner)), {})

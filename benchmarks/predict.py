@@ -61,7 +61,7 @@ def log_model(tmp: Path) -> tuple[str, str]:
     model = FaceHyperModel(cfg, (48, 48, 1)).build(kt.HyperParameters())
     uri = f"sqlite:///{tmp / 'mlruns' / 'mlflow.db'}"
     sweep = tracking.SweepRun(
-        tracking.open_experiment(uri, "predict-benchmark"), "predict-benchmark"
+        uri, tracking.open_experiment(uri, "predict-benchmark"), "predict-benchmark"
     )
     sweep.start(
         config_yaml="",

@@ -108,7 +108,7 @@ def run_sweep(
     resolved = OmegaConf.to_container(cfg, resolve=True)
     resolved["sweep"]["name"] = name
     config_yaml = OmegaConf.to_yaml(resolved)
-    sweep = tracking.SweepRun(experiment_id, name, startup_log=startup_log)
+    sweep = tracking.SweepRun(uri, experiment_id, name, startup_log=startup_log)
     if state is not None:
         resume.check_continuable(state, typed, fingerprint, uri)
         previous = _continue(sweep, state, config_yaml, overrides, images)

@@ -161,7 +161,10 @@ def git_commit() -> str | None:
 class SweepRun:
     """The parent run of one sweep and the child run of the trial in progress."""
 
-    def __init__(self, experiment_id: str, sweep_name: str, startup_log: Path | None = None):
+    def __init__(
+        self, uri: str, experiment_id: str, sweep_name: str, startup_log: Path | None = None
+    ):
+        self.uri = uri  # the store, handed on to the trials' processes explicitly
         self.experiment_id = experiment_id
         self.sweep_name = sweep_name
         # TensorFlow's start-up messages (startup.py), recorded when the sweep ends.

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import keras_tuner as kt
-import mlflow
 from keras_tuner.engine import trial as trial_module
 from keras_tuner.src import config as kt_config
 
@@ -232,7 +231,7 @@ class TrackedTunerMixin:
         )
         self._planned_epochs = job.epochs
         if self.cfg.mlflow.log_models:
-            job.tracking_uri = mlflow.get_tracking_uri()
+            job.tracking_uri = self.sweep.uri
             job.run_id = self.sweep.trial_run_id
             job.model_settings = {
                 "preprocessing": data.preprocessing.to_dict(),
