@@ -173,10 +173,11 @@ def warm_up(arms: tuple[Arm, ...]) -> None:
         arm.detect(blank)
 
 
-def detect_muxspace(photos: list[Photo], arms: tuple[Arm, ...]) -> None:
+def detect_all(items: list, arms: tuple[Arm, ...]) -> None:
+    """Each arm's boxes and time on each photo or composite."""
     for arm in arms:
-        for photo in photos:
-            photo.boxes[arm.name], photo.seconds[arm.name] = arm.detect(photo.image)
+        for item in items:
+            item.boxes[arm.name], item.seconds[arm.name] = arm.detect(item.image)
 
 
 def report_muxspace(photos: list[Photo], arms: tuple[Arm, ...]) -> None:
@@ -353,12 +354,6 @@ def match(boxes: list[Face], pasted: list[tuple[int, int, int]]) -> tuple[list[b
     found = [any(finds(b, p) for b in boxes) for p in pasted]
     false = [b for b in boxes if not any(finds(b, p) for p in pasted)]
     return found, false
-
-
-def detect_composites(composites: list[Composite], arms: tuple[Arm, ...]) -> None:
-    for arm in arms:
-        for c in composites:
-            c.boxes[arm.name], c.seconds[arm.name] = arm.detect(c.image)
 
 
 def report_composites(composites: list[Composite], arms: tuple[Arm, ...]) -> None:
@@ -804,13 +799,13 @@ def main() -> None:
     if "framing" in args.parts:
         framing(300, args.seed)
     if "detect" in args.parts:
-        detect_muxspace(photos, ARMS)
+        detect_all(photos, ARMS)
         report_muxspace(photos, ARMS)
     if "composites" in args.parts:
-        detect_composites(composites, ARMS)
+        detect_all(composites, ARMS)
         report_composites(composites, ARMS)
         backgrounds = make_backgrounds(args.backgrounds, args.seed + 1)
-        detect_composites(backgrounds, ARMS)
+        detect_all(backgrounds, ARMS)
         report_backgrounds(backgrounds, ARMS)
     if {"detect", "composites"} & set(args.parts):
         for path in contact_sheets(photos, composites, backgrounds, args.out):

@@ -58,17 +58,14 @@ def annotate_all(rows: list[dict[str, Any]], folder: Path, max_pixels: int) -> i
             image, factor = open_picture(path, max_pixels)
         except (Unusable, OSError):
             continue  # its row already says why
-        suffix = Path(path).suffix.lower()
-        name = Path(path).stem + (suffix if suffix in KEEP_FORMAT else ".png")
-        stem, ext = Path(name).stem, Path(name).suffix
-        n = 2
+        stem, ext = Path(path).stem, Path(path).suffix.lower()
+        ext = ext if ext in KEEP_FORMAT else ".png"
+        name, n = stem + ext, 2
         while name in used:  # the same file name from two folders
             name, n = f"{stem}-{n}{ext}", n + 1
         used.add(name)
         out = annotate(image, picture_rows, factor)
-        out.save(
-            folder / name, KEEP_FORMAT.get(ext, "PNG"), **({"quality": 92} if ext != ".png" else {})
-        )
+        out.save(folder / name, KEEP_FORMAT[ext], **({"quality": 92} if ext != ".png" else {}))
         written += 1
     return written
 

@@ -105,13 +105,10 @@ def open_picture(
         with Image.open(source) as image:
             width, height = image.size
             if width * height > max_pixels:
-                scale = _jpeg_scale(width, height, max_pixels) if shrink else None
-                if scale is None or image.format != "JPEG":
-                    raise Unusable(
-                        f"too large: declares {width}x{height} pixels, above data.max_pixels={max_pixels}"
-                    )
-                image.draft(image.mode, (-(-width // scale), -(-height // scale)))
-                if image.size[0] * image.size[1] > max_pixels:  # the decoder would not
+                scale = _jpeg_scale(width, height, max_pixels)
+                if shrink and scale and image.format == "JPEG":
+                    image.draft(image.mode, (-(-width // scale), -(-height // scale)))
+                if image.size[0] * image.size[1] > max_pixels:  # not shrunk, or not enough
                     raise Unusable(
                         f"too large: declares {width}x{height} pixels, above data.max_pixels={max_pixels}"
                     )
