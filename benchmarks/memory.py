@@ -77,7 +77,7 @@ def run_arm(arm: str, trials: int, extra: list[str], tmp: str) -> list[dict]:
     """One sweep in this process; the memory rows of its trials."""
     from happysad import data as data_module
     from happysad import tracking, training, tuning
-    from happysad.config import compose, to_typed
+    from happysad.composition import compose, to_typed
     from happysad.hypermodel import FaceHyperModel
 
     overrides = [

@@ -76,7 +76,7 @@ def run_arm(arm: str, overrides: list[str], workdir: Path) -> dict:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     from happysad import data as data_module
     from happysad import tracking, training, tuning
-    from happysad.config import compose, to_typed
+    from happysad.composition import compose, to_typed
     from happysad.hypermodel import FaceHyperModel
 
     cfg = to_typed(compose([*overrides, f"sweep.dir={workdir / 'sweeps'}", f"sweep.name={arm}"]))

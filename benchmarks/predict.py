@@ -44,7 +44,7 @@ def log_model(tmp: Path) -> tuple[str, str]:
     import mlflow
 
     from happysad import tracking
-    from happysad.config import compose, to_typed
+    from happysad.composition import compose, to_typed
     from happysad.hypermodel import FaceHyperModel
 
     cfg = to_typed(

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from happysad.config import compose, register_configs, to_typed
+from happysad.composition import compose, register_configs, to_typed
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 register_configs()

@@ -8,14 +8,8 @@ import sys
 import pytest
 from hydra.errors import ConfigCompositionException, MissingConfigException
 
-from happysad.config import (
-    FloatSpace,
-    IntSpace,
-    Sampling,
-    config_dir,
-    describe,
-    experiments_dir,
-)
+from happysad.composition import config_dir, experiments_dir
+from happysad.config import FloatSpace, IntSpace, Sampling, describe
 from happysad.errors import ConfigError
 from happysad.search_space import searchable
 from tests.conftest import compose_config, typed_config

@@ -216,8 +216,6 @@ def test_every_kind_of_odd_file_is_handled_and_reported(tmp_path):
 
 
 def test_a_sweep_runs_on_the_odd_folder_and_lists_what_it_skipped(tmp_path, store_uri):
-    import mlflow
-
     from happysad.sweep import run_sweep
     from tests.conftest import compose_config
 
@@ -236,9 +234,9 @@ def test_a_sweep_runs_on_the_odd_folder_and_lists_what_it_skipped(tmp_path, stor
         ]
     )
     result = run_sweep(cfg)
-    rows = mlflow.artifacts.load_text(
-        f"runs:/{result.parent_run_id}/data/skipped_files.csv"
-    ).splitlines()
+    from happysad.tracking.store import Store
+
+    rows = Store(store_uri).read_text(result.parent_run_id, "data/skipped_files.csv").splitlines()
     assert rows[0] == "path,reason" and len(rows) == 8
     assert any("bomb.png" in r and "too large" in r for r in rows)
 

@@ -196,19 +196,22 @@ def test_training_crops_a_photo_the_way_prediction_does(detector):
 @pytest.fixture
 def logged_model(tmp_path, store_uri):
     """A small model logged as a sweep logs its models; its URI."""
-    import mlflow
+    from happysad.tracking.models import log_model
+    from happysad.tracking.store import Store
 
-    from happysad.tracking import log_model
-
+    store = Store(store_uri)
+    experiment_id = store.open_experiment("models")
+    run_id = store.client.create_run(experiment_id).info.run_id
     classifier = _classifier()
     settings = {
         "preprocessing": classifier.preprocessing.to_dict(),
         "class_names": ["sad", "happy"],
         "max_pixels": 40_000_000,
     }
-    mlflow.set_tracking_uri(store_uri)
-    with mlflow.start_run():
-        uri = log_model(classifier.model, settings, {"preprocessing": settings["preprocessing"]})
+    uri = log_model(
+        store, run_id, classifier.model, settings, {"preprocessing": settings["preprocessing"]}
+    )
+    store.client.set_terminated(run_id)
     return uri
 
 

@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 from PIL import Image
 
-from happysad.config import compose
+from happysad.composition import compose
 from happysad.sweep import run_sweep
 from tests.conftest import compose_config, free_port, wait_for_http
 from tests.test_faces import MUX, THREE, _composite

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -35,10 +36,17 @@ def _artifacts(client, run_id, path=""):
     return out
 
 
-def test_a_tiny_sweep_records_every_trial(tiny, store_uri):
+def test_a_tiny_sweep_records_every_trial(tiny, store_uri, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    global_uri = mlflow.get_tracking_uri()
     result = run_sweep(
         compose_config([*tiny, "tuner.epochs=2", "sweep.name=tiny-1"]), ["tuner.epochs=2"]
     )
+    # The sweep wrote through its own store: MLflow's global URI and active run are
+    # as they were, so nothing it records leaned on them.
+    assert mlflow.get_tracking_uri() == global_uri != store_uri
+    assert mlflow.active_run() is None and "MLFLOW_TRACKING_URI" not in os.environ
+    mlflow.set_tracking_uri(store_uri)  # as a user in a notebook would, to load the model
     client, parents, children = _runs(store_uri)
 
     (parent,) = parents

@@ -15,6 +15,6 @@ class PrepareStore(Callback):
     parallel by the joblib launcher would race to create it."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from happysad.tracking import open_experiment, resolve_tracking_uri
+        from happysad.tracking.store import Store
 
-        open_experiment(resolve_tracking_uri(config.mlflow.tracking_uri), config.mlflow.experiment)
+        Store.resolve(config.mlflow.tracking_uri).open_experiment(config.mlflow.experiment)

@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 from happysad.errors import HappysadError, StoreError
+from happysad.tracking.names import DATA_DIGEST
 
 TRIAL_METRICS = ("objective", "val_accuracy", "val_auc", "val_loss", "best_epoch")
 TEST_METRICS = ("test_accuracy", "test_auc", "test_precision", "test_recall")
@@ -32,10 +33,8 @@ def _value(v: Any) -> str:
     return "" if v is None else str(v)
 
 
-def top_trials(client, sweep_run, top: int) -> str:
-    from happysad.tracking import finished_trials
-
-    trials = finished_trials(client, sweep_run, limit=top)
+def top_trials(store, sweep_run, top: int) -> str:
+    trials = store.finished_trials(sweep_run, limit=top)
     if not trials:
         return f"sweep '{sweep_run.info.run_name}' has no finished trial"
     names = list(dict.fromkeys(k for t in trials for k in t.data.params))
@@ -59,15 +58,13 @@ def top_trials(client, sweep_run, top: int) -> str:
     return summary + "\n" + table(rows)
 
 
-def side_by_side(client, sweep_runs: list) -> str:
-    from happysad.tracking import finished_trials
-
-    bests = [next(iter(finished_trials(client, s, limit=1)), None) for s in sweep_runs]
+def side_by_side(store, sweep_runs: list) -> str:
+    bests = [next(iter(store.finished_trials(s, limit=1)), None) for s in sweep_runs]
     names = list(dict.fromkeys(k for b in bests if b for k in b.data.params))
     rows = [["", *[s.info.run_name for s in sweep_runs]]]
     rows.append(["tuner", *[s.data.params.get("tuner.name", "") for s in sweep_runs]])
     rows.append(["objective", *[s.data.params.get("tuner.objective", "") for s in sweep_runs]])
-    rows.append(["data digest", *[s.data.tags.get("happysad.data_digest", "") for s in sweep_runs]])
+    rows.append(["data digest", *[s.data.tags.get(DATA_DIGEST, "") for s in sweep_runs]])
     rows.append(["best trial", *[b.info.run_name if b else "(none)" for b in bests]])
     for m in TRIAL_METRICS:
         rows.append([m, *[_value(b.data.metrics.get(m)) if b else "" for b in bests]])
@@ -75,7 +72,7 @@ def side_by_side(client, sweep_runs: list) -> str:
         rows.append([m, *[_value(s.data.metrics.get(m)) for s in sweep_runs]])
     for n in names:
         rows.append([n, *[b.data.params.get(n, "") if b else "" for b in bests]])
-    digests = {s.data.tags.get("happysad.data_digest") for s in sweep_runs}
+    digests = {s.data.tags.get(DATA_DIGEST) for s in sweep_runs}
     note = "" if len(digests) == 1 else "\nnote: the sweeps ran on different data (digests differ)"
     return table(rows) + note
 
@@ -93,40 +90,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--experiment", default="happysad", help="the MLflow experiment (default happysad)"
     )
-    from happysad.tracking import add_store_option
+    from happysad.tracking.store import Store, add_store_option, resolve_tracking_uri
 
     add_store_option(parser)
     args = parser.parse_args(argv)
 
-    from mlflow.tracking import MlflowClient
-
-    from happysad.tracking import check_reachable, find_sweeps, resolve_tracking_uri
-
-    uri = resolve_tracking_uri(args.tracking_uri)
-    print(f"MLflow store: {uri}", file=sys.stderr)
+    print(f"MLflow store: {resolve_tracking_uri(args.tracking_uri)}", file=sys.stderr)
     try:
-        check_reachable(uri)
-        client = MlflowClient(uri)
-        experiment = client.get_experiment_by_name(args.experiment)
-        if experiment is None:
-            raise StoreError(
-                f"the store {uri} has no experiment '{args.experiment}': run a sweep first"
-            )
+        store = Store.existing(args.tracking_uri)
+        experiment_id = store.experiment_id(args.experiment)
         if args.sweeps:
             runs = []
             for name in args.sweeps:
-                found = find_sweeps(client, experiment.experiment_id, name, limit=1)
+                found = store.find_sweeps(experiment_id, name, limit=1)
                 if not found:
                     raise StoreError(f"no sweep named '{name}' in experiment '{args.experiment}'")
                 runs.append(found[0])
         else:
-            runs = find_sweeps(client, experiment.experiment_id, limit=1)
+            runs = store.find_sweeps(experiment_id, limit=1)
             if not runs:
                 raise StoreError(f"experiment '{args.experiment}' has no sweep yet: run one first")
     except HappysadError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print(top_trials(client, runs[0], args.top) if len(runs) == 1 else side_by_side(client, runs))
+    print(top_trials(store, runs[0], args.top) if len(runs) == 1 else side_by_side(store, runs))
     return 0
 
 

@@ -3,7 +3,8 @@
 Hydra composes `conf/` against these dataclasses, so a misspelt key or a value of
 the wrong type fails at composition with Hydra's own message. What a type cannot
 say (a range whose minimum is above its maximum, fractions that leave no training
-data) is checked by `validate`, also before TensorFlow is imported.
+data) is checked by `validation.validate`, also before TensorFlow is imported;
+`composition` registers these schemas with Hydra and composes a config.
 
 A searchable value is a *space*: pinned to one `value`, a list of `choices`, or a
 range `min`..`max` (with optional `step` and `sampling`). When several are set,
@@ -17,16 +18,11 @@ does what it says:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from pathlib import Path
 from typing import Any
 
-from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf
-
-from happysad.errors import ConfigError
+from omegaconf import MISSING
 
 
 class Sampling(Enum):
@@ -352,103 +348,7 @@ class PromoteConfig:
 # --- where the configs live --------------------------------------------------------
 
 
-def _resource_dir(name: str) -> Path:
-    """A folder shipped inside a wheel, or the repository's own in an editable install."""
-    packaged = Path(__file__).resolve().parent / name
-    if packaged.is_dir():
-        return packaged
-    return Path(__file__).resolve().parents[2] / name
-
-
-def config_dir() -> Path:
-    return _resource_dir("conf")
-
-
-def experiments_dir() -> Path:
-    return _resource_dir("experiments")
-
-
-# Each group option's YAML starts from its schema: `- /schema/<group>/<name>@_here_`.
-# They live in their own `schema/` tree so that they are not offered as options.
-_SCHEMAS = {
-    "data/synthetic": SyntheticDataConfig,
-    "data/folder": FolderDataConfig,
-    "data/fer2013": Fer2013DataConfig,
-    "model/cnn": ModelConfig,
-    "augmentation/augmentation": AugmentationConfig,
-    "optimizer/optimizer": OptimizerConfig,
-    "tuner/random": RandomTunerConfig,
-    "tuner/grid": GridTunerConfig,
-    "tuner/bayesian": BayesianTunerConfig,
-    "tuner/hyperband": HyperbandTunerConfig,
-    "mlflow/mlflow": MlflowConfig,
-}
-
-
-def register_configs() -> None:
-    """Store the schemas, and the presets of experiments/ as the `experiment` group.
-
-    The presets live at the top of the repository rather than under conf/, so they
-    are registered here; each keeps its own defaults list and `_global_` package.
-    """
-    OmegaConf.register_new_resolver("happysad_groups", _group_listing, replace=True)
-    cs = ConfigStore.instance()
-    cs.store(name="happysad_config", node=Config)
-    cs.store(name="happysad_promote_config", node=PromoteConfig)
-    for path, node in _SCHEMAS.items():
-        group, name = path.split("/")
-        cs.store(group=f"schema/{group}", name=name, node=node)
-    for preset in sorted(experiments_dir().glob("*.yaml")):
-        cs.store(
-            group="experiment",
-            name=preset.stem,
-            node=OmegaConf.load(preset),
-            package="_global_",
-        )
-
-
-def _group_listing() -> str:
-    """The option lists of `--help`, without the schema/ tree."""
-    groups = {
-        d.name: sorted(p.stem for p in d.glob("*.yaml"))
-        for d in sorted(config_dir().iterdir())
-        if d.is_dir()
-    }
-    groups["experiment"] = sorted(p.stem for p in experiments_dir().glob("*.yaml"))
-    return "".join(f"{name}: {', '.join(options)}\n" for name, options in sorted(groups.items()))
-
-
-# --- checks types cannot express ---------------------------------------------------
-
-
-def _check_space(key: str, space: Any) -> None:
-    if space.value is not None:
-        return
-    if space.choices is not None:
-        if len(space.choices) == 0:
-            raise ConfigError(
-                f"{key}.choices is empty: give at least one value, e.g. {key}.value=..."
-            )
-        lone = [b for b in ("min", "max") if getattr(space, b, None) is not None]
-        if len(lone) == 1:
-            raise ConfigError(
-                f"{key}.{lone[0]} is set but {key} is searched over choices {list(space.choices)}: "
-                f"to search a range instead, set both bounds and {key}.choices=null"
-            )
-        return
-    if not hasattr(space, "min"):
-        raise ConfigError(f"{key} has neither a value nor choices: set {key}.value=...")
-    if space.min is None or space.max is None:
-        raise ConfigError(
-            f"{key} is not searchable as given: set {key}.value=..., {key}.choices=[...], "
-            f"or both {key}.min and {key}.max"
-        )
-    if space.min > space.max:
-        raise ConfigError(f"{key}.min={space.min} is above {key}.max={space.max}")
-    if space.sampling is Sampling.log and space.min <= 0:
-        raise ConfigError(f"{key} has log sampling, so {key}.min must be above 0 (got {space.min})")
-    if space.step is not None and space.step <= 0:
-        raise ConfigError(f"{key}.step must be above 0 (got {space.step})")
+# --- the space syntax ----------------------------------------------------------
 
 
 def space_values(space: Any) -> list[Any]:
@@ -465,107 +365,6 @@ def space_values(space: Any) -> list[Any]:
             v = v * max(step, 2)
         return out
     return list(range(space.min, space.max + 1, step))
-
-
-_FRACTIONS = (
-    "model.dropout",
-    "augmentation.rotation",
-    "augmentation.zoom",
-    "augmentation.translation",
-    "augmentation.contrast",
-    "augmentation.brightness",
-)
-
-
-def _extremes(space: Any) -> list[Any]:
-    if space.value is not None:
-        return [space.value]
-    if space.choices is not None:
-        return list(space.choices)
-    return [space.min, space.max]
-
-
-# numpy takes seeds below 2**32; the last one is kept for keras-tuner (tuning.oracle_seed).
-SEED_LIMIT = 2**32 - 1
-
-
-def validate(cfg: Config) -> None:
-    """Raise ConfigError for what the schema types cannot catch."""
-    from happysad.search_space import searchable  # it builds on the types above
-
-    # What is searched depends on these two: they must make sense first.
-    _check_space("model.depth", cfg.model.depth)
-    _check_space("model.dense_layers", cfg.model.dense_layers)
-    spaces = searchable(cfg)
-    for key, space in spaces.items():
-        _check_space(key, space)
-        if isinstance(space, IntSpace):
-            lowest = 0 if key == "model.dense_layers" else 1
-            if any(v < lowest for v in _extremes(space)):
-                raise ConfigError(f"{key} must be at least {lowest} (got {describe(space)})")
-    for key in _FRACTIONS:
-        if any(not 0.0 <= v < 1.0 for v in _extremes(spaces[key])):
-            raise ConfigError(f"{key} must lie in [0, 1) (got {describe(spaces[key])})")
-
-    blocks = cfg.model.filters
-    deepest = max(space_values(cfg.model.depth))
-    if len(blocks) < deepest:
-        raise ConfigError(
-            f"model.filters has {len(blocks)} entries but model.depth reaches {deepest} blocks "
-            f"({describe(cfg.model.depth)}): give a space for every block, e.g. "
-            f"model.filters='[{{choices:[16,32,64]}}, ...]' with {deepest} entries, or lower model.depth"
-        )
-
-    for key, seed in (("seed", cfg.seed), ("data.seed", cfg.data.seed)):
-        if not 0 <= seed < SEED_LIMIT:
-            raise ConfigError(f"{key}={seed} must lie in [0, {SEED_LIMIT})")
-
-    data = cfg.data
-    if data.image_size < 8:
-        raise ConfigError(f"data.image_size={data.image_size} is too small: use at least 8 pixels")
-    if not 0.0 <= data.face_margin <= 2.0 or data.max_pixels < data.image_size**2:
-        raise ConfigError(
-            f"data.face_margin={data.face_margin} must lie in [0, 2] and "
-            f"data.max_pixels={data.max_pixels} must allow at least one {data.image_size}x{data.image_size} image"
-        )
-    if isinstance(data, FolderDataConfig) and data.happy_folder == data.sad_folder:
-        raise ConfigError(f"data.happy_folder and data.sad_folder are both '{data.happy_folder}'")
-    if not (
-        0 < data.val_fraction < 1
-        and 0 <= data.test_fraction < 1
-        and data.val_fraction + data.test_fraction <= 0.9
-    ):
-        raise ConfigError(
-            f"data.val_fraction={data.val_fraction} and data.test_fraction={data.test_fraction} "
-            "must each lie in [0, 1), validation above 0, and leave at least 10% for training"
-        )
-    if isinstance(data, SyntheticDataConfig):
-        if data.num_images < 20:
-            raise ConfigError(f"data.num_images={data.num_images} is too few: use at least 20")
-        if not 0.0 <= data.hard_fraction <= 1.0:
-            raise ConfigError(f"data.hard_fraction={data.hard_fraction} must lie in [0, 1]")
-
-    tuner = cfg.tuner
-    if tuner.max_trials < 1 or tuner.epochs < 1:
-        raise ConfigError(
-            f"tuner.max_trials={tuner.max_trials} and tuner.epochs={tuner.epochs} must be at least 1"
-        )
-    if tuner.early_stopping_patience < 0 or tuner.max_consecutive_failures < 1:
-        raise ConfigError(
-            f"tuner.early_stopping_patience={tuner.early_stopping_patience} must be at least 0 and "
-            f"tuner.max_consecutive_failures={tuner.max_consecutive_failures} at least 1"
-        )
-    if isinstance(tuner, HyperbandTunerConfig) and tuner.factor < 2:
-        raise ConfigError(f"tuner.factor={tuner.factor} must be at least 2 for hyperband")
-    if cfg.sweep.name is not None and not _is_safe_name(cfg.sweep.name):
-        raise ConfigError(
-            f"sweep.name={cfg.sweep.name!r} must be letters, digits, '.', '_' or '-' "
-            "(it names a folder and an MLflow run)"
-        )
-
-
-def _is_safe_name(name: str) -> bool:
-    return bool(name) and all(c.isalnum() or c in "._-" for c in name) and not name.startswith(".")
 
 
 def describe(space: Any) -> str:
@@ -590,32 +389,5 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def data_config(values: dict[str, Any]) -> DataConfig:
-    """A data section, as recorded with a sweep (config/config.yaml), typed again."""
-    schemas = {
-        "synthetic": SyntheticDataConfig,
-        "folder": FolderDataConfig,
-        "fer2013": Fer2013DataConfig,
-    }
-    schema = schemas.get(values.get("source"))
-    if schema is None:
-        raise ConfigError(f"data.source={values.get('source')!r} is not one of {sorted(schemas)}")
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), values))
-
-
-def compose(overrides: Sequence[str] = (), name: str = "config") -> DictConfig:
-    """A config composed from conf/ with overrides, as the commands compose it (for
-    scripts, benchmarks and tests that call run_sweep without the command line)."""
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    register_configs()
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return hydra_compose(name, overrides=list(overrides))
-
-
-def to_typed(cfg: DictConfig) -> Config:
-    """The composed config as plain dataclasses, checked; raises ConfigError."""
-    typed = OmegaConf.to_object(cfg)
-    validate(typed)
-    return typed
+# numpy takes seeds below 2**32; the last one is kept for keras-tuner (tuning.oracle_seed).
+SEED_LIMIT = 2**32 - 1

@@ -30,7 +30,7 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from happysad.errors import HappysadError, StoreError  # noqa: E402
+from happysad.errors import HappysadError  # noqa: E402
 
 DEFAULT_MODEL = "models:/happysad@champion"
 CHUNK = 512  # files read and predicted at a time, so a huge folder never sits in memory
@@ -66,33 +66,11 @@ def expand(patterns: list[str]) -> tuple[list[str], list[dict[str, Any]]]:
     return files, missing
 
 
-def load_model(uri: str):
-    """The pyfunc model at `uri`, or a StoreError that says what to do."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
+def load_model(uri: str, tracking_uri: str | None = None):
+    """The pyfunc model at `uri` in the store, or a StoreError that says what to do."""
+    from happysad.tracking.store import Store
 
-    from happysad.tracking import check_reachable
-
-    check_reachable(mlflow.get_tracking_uri())
-    try:
-        return mlflow.pyfunc.load_model(uri)
-    except MlflowException as err:
-        text = err.message
-        if (
-            uri.startswith("models:/")
-            and "@" in uri
-            and ("alias" in text.lower() or "not found" in text.lower())
-        ):
-            name, alias = uri[len("models:/") :].split("@", 1)
-            raise StoreError(
-                f"no version of the registered model '{name}' has the alias '{alias}' yet: run a sweep, "
-                "then python -m happysad.promote to make its best model the champion"
-            ) from err
-        raise StoreError(
-            f"the model {uri} does not exist in {mlflow.get_tracking_uri()}: {text}"
-        ) from err
-    except OSError as err:
-        raise StoreError(f"the model {uri} cannot be read: {err}") from err
+    return Store.existing(tracking_uri).load_pyfunc(uri)
 
 
 FIELDS = ["path", "face", "x", "y", "width", "height", "label", "probability", "error"]
@@ -176,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--model", default=DEFAULT_MODEL, help=f"an MLflow model URI (default {DEFAULT_MODEL})"
     )
-    from happysad.tracking import add_store_option
+    from happysad.tracking.store import add_store_option
 
     add_store_option(parser)
     parser.add_argument(
@@ -204,16 +182,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.output and args.output.suffix.lower() not in (".csv", ".json"):
         parser.error(f"--output {args.output}: the file must end in .csv or .json")
 
-    import mlflow
-
-    from happysad.tracking import resolve_tracking_uri
+    from happysad.tracking.store import resolve_tracking_uri
 
     uri = resolve_tracking_uri(args.tracking_uri)
     print(f"MLflow store: {uri}", file=sys.stderr)
-    mlflow.set_tracking_uri(uri)
     files, missing = expand(args.paths)
     try:
-        model = load_model(args.model)
+        model = load_model(args.model, uri)
     except HappysadError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -43,7 +43,7 @@ def check_packages() -> None:
 def check_store(tracking_uri: str, artifact_dir: Path | None) -> None:
     """A local store's folder must be writable; a server must answer its health check."""
     if artifact_dir is None:
-        from happysad.tracking import check_reachable
+        from happysad.tracking.store import check_reachable
 
         check_reachable(tracking_uri)
         return

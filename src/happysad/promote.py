@@ -23,14 +23,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import hydra  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from happysad.config import PromoteConfig, config_dir, register_configs  # noqa: E402
+from happysad.composition import config_dir, register_configs  # noqa: E402
+from happysad.config import PromoteConfig  # noqa: E402
 from happysad.errors import HappysadError, StoreError  # noqa: E402
+from happysad.tracking import names  # noqa: E402
+from happysad.tracking.names import CHAMPION, PREVIOUS  # noqa: E402
 
 log = logging.getLogger("happysad")
 register_configs()
-
-CHAMPION, PREVIOUS = "champion", "previous"
-TAG = "happysad."
 
 
 @dataclass
@@ -58,21 +58,16 @@ class Decision:
 
 def promote(cfg: PromoteConfig) -> Decision:
     """Evaluate, register and (maybe) promote; raises a HappysadError the user can act on."""
-    import mlflow
-    from mlflow.tracking import MlflowClient
+    from happysad.tracking import registry
+    from happysad.tracking.store import Store, resolve_tracking_uri
 
-    from happysad.tracking import check_reachable, resolve_tracking_uri
-
-    uri = resolve_tracking_uri(cfg.mlflow.tracking_uri)
-    log.info(f"MLflow store: {uri}")
-    check_reachable(uri)
-    mlflow.set_tracking_uri(uri)
-    client = MlflowClient(uri)
+    log.info(f"MLflow store: {resolve_tracking_uri(cfg.mlflow.tracking_uri)}")
+    store = Store.existing(cfg.mlflow.tracking_uri)
     settings = cfg.promote
-    candidate, sweep_run = _candidate(client, cfg)
-    test = _test_split(client, sweep_run)
-    candidate.metrics = _evaluate(candidate.model_uri, test)
-    champion = _champion(client, settings.model_name)
+    candidate, sweep_run = _candidate(store, cfg)
+    test = _test_split(store, sweep_run)
+    candidate.metrics = _evaluate(store, candidate.model_uri, test)
+    champion = _champion(store, settings.model_name)
     if champion is not None:
         if champion.data_digest != candidate.data_digest:
             log.warning(
@@ -80,7 +75,7 @@ def promote(cfg: PromoteConfig) -> Decision:
                 f"{champion.data_digest}) than the candidate ({candidate.data_digest}): both are "
                 "compared on the candidate's test split"
             )
-        champion.metrics = _evaluate(champion.model_uri, test)
+        champion.metrics = _evaluate(store, champion.model_uri, test)
 
     metric = settings.metric.value
     if champion is None:
@@ -98,40 +93,28 @@ def promote(cfg: PromoteConfig) -> Decision:
 
     registered = False
     if not settings.dry_run:
-        candidate.version, registered = _register(client, settings.model_name, candidate)
+        candidate.version, registered = _register(store, settings.model_name, candidate)
         if promoted and (champion is None or champion.version != candidate.version):
-            client.set_registered_model_alias(settings.model_name, CHAMPION, candidate.version)
+            registry.set_alias(store, settings.model_name, CHAMPION, candidate.version)
             if champion is not None:
-                client.set_registered_model_alias(settings.model_name, PREVIOUS, champion.version)
+                registry.set_alias(store, settings.model_name, PREVIOUS, champion.version)
     decision = Decision(candidate, champion, promoted, reason, registered, settings.dry_run)
     _report(decision, settings.model_name, metric)
     return decision
 
 
-def _candidate(client, cfg: PromoteConfig) -> tuple[Contender, Any]:
-    from mlflow.exceptions import MlflowException
-
+def _candidate(store, cfg: PromoteConfig) -> tuple[Contender, Any]:
     settings = cfg.promote
     if settings.run_id:
-        try:
-            trial = client.get_run(settings.run_id)
-        except MlflowException as err:
-            raise StoreError(
-                f"promote.run_id={settings.run_id} is not a run in this store: {err.message}"
-            ) from err
-        if trial.data.tags.get(f"{TAG}role") != "trial" or f"{TAG}model_uri" not in trial.data.tags:
+        trial = store.run(settings.run_id, what="promote.run_id")
+        tags = trial.data.tags
+        if tags.get(names.ROLE) != names.ROLE_TRIAL or names.MODEL_URI not in tags:
             raise StoreError(f"run {settings.run_id} is not a happysad trial with a logged model")
-        return _contender(trial), client.get_run(trial.data.tags["mlflow.parentRunId"])
-    experiment = client.get_experiment_by_name(cfg.mlflow.experiment)
-    if experiment is None:
-        raise StoreError(
-            f"the store has no experiment '{cfg.mlflow.experiment}': run a sweep first"
-        )
-    from happysad.tracking import find_sweeps, finished_trials
-
-    for sweep_run in find_sweeps(client, experiment.experiment_id, cfg.sweep.name):
-        trials = finished_trials(client, sweep_run, limit=1)
-        if trials and f"{TAG}model_uri" in trials[0].data.tags:
+        return _contender(trial), store.run(tags[names.PARENT_RUN_ID])
+    experiment_id = store.experiment_id(cfg.mlflow.experiment)
+    for sweep_run in store.find_sweeps(experiment_id, cfg.sweep.name):
+        trials = store.finished_trials(sweep_run, limit=1)
+        if trials and names.MODEL_URI in trials[0].data.tags:
             return _contender(trials[0]), sweep_run
         if cfg.sweep.name:
             break
@@ -145,22 +128,20 @@ def _contender(run) -> Contender:
     tags = run.data.tags
     return Contender(
         run_id=run.info.run_id,
-        trial_id=tags.get(f"{TAG}trial_id", "?"),
-        sweep=tags.get(f"{TAG}sweep", "?"),
-        model_uri=tags[f"{TAG}model_uri"],
-        data_digest=tags.get(f"{TAG}data_digest", "?"),
+        trial_id=tags.get(names.TRIAL_ID, "?"),
+        sweep=tags.get(names.SWEEP, "?"),
+        model_uri=tags[names.MODEL_URI],
+        data_digest=tags.get(names.DATA_DIGEST, "?"),
     )
 
 
-def _test_split(client, sweep_run):
+def _test_split(store, sweep_run):
     """The candidate sweep's test split, rebuilt from its recorded config."""
-    import mlflow
-
-    from happysad.config import data_config
+    from happysad.composition import data_config
     from happysad.data import load
     from happysad.errors import DataError
 
-    text = mlflow.artifacts.load_text(f"{sweep_run.info.artifact_uri}/config/config.yaml")
+    text = store.read_text(sweep_run.info.run_id, "config/config.yaml")
     values = OmegaConf.to_container(OmegaConf.create(text), resolve=True)
     try:
         images = load(data_config(values["data"]))
@@ -168,7 +149,7 @@ def _test_split(client, sweep_run):
         raise DataError(
             f"the test split of sweep '{sweep_run.info.run_name}' cannot be rebuilt: {err}"
         ) from err
-    recorded = sweep_run.data.tags.get(f"{TAG}data_digest")
+    recorded = sweep_run.data.tags.get(names.DATA_DIGEST)
     if recorded and images.digest != recorded:
         raise DataError(
             f"the data of sweep '{sweep_run.info.run_name}' changed since it ran (digest {recorded}, now "
@@ -181,54 +162,46 @@ def _test_split(client, sweep_run):
     return images.test
 
 
-def _evaluate(model_uri: str, test) -> dict[str, float]:
-    import mlflow
-
+def _evaluate(store, model_uri: str, test) -> dict[str, float]:
     from happysad.evaluation import binary_metrics
     from happysad.pyfunc import probabilities
 
-    model = mlflow.keras.load_model(model_uri)
+    model = store.load_keras(model_uri)
     return binary_metrics(test.y, probabilities(model, test.x))
 
 
-def _champion(client, name: str) -> Contender | None:
-    from mlflow.exceptions import MlflowException
+def _champion(store, name: str) -> Contender | None:
+    from happysad.tracking import registry
 
-    try:
-        version = client.get_model_version_by_alias(name, CHAMPION)
-    except MlflowException:
+    version = registry.version_by_alias(store, name, CHAMPION)
+    if version is None:
         return None  # no registered model, or no champion yet
     tags = version.tags
     return Contender(
-        run_id=tags.get(f"{TAG}source_run_id", version.run_id or "?"),
-        trial_id=tags.get(f"{TAG}trial_id", "?"),
-        sweep=tags.get(f"{TAG}sweep", "?"),
+        run_id=tags.get(names.SOURCE_RUN_ID, version.run_id or "?"),
+        trial_id=tags.get(names.TRIAL_ID, "?"),
+        sweep=tags.get(names.SWEEP, "?"),
         model_uri=f"models:/{name}/{version.version}",
-        data_digest=tags.get(f"{TAG}data_digest", "?"),
+        data_digest=tags.get(names.DATA_DIGEST, "?"),
         version=str(version.version),
     )
 
 
-def _register(client, name: str, candidate: Contender) -> tuple[str, bool]:
+def _register(store, name: str, candidate: Contender) -> tuple[str, bool]:
     """The candidate's version: the existing one if this run is registered already."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
+    from happysad.tracking import registry
 
-    try:
-        for version in client.search_model_versions(f"name = '{name}'"):
-            if version.tags.get(f"{TAG}source_run_id") == candidate.run_id:
-                return str(version.version), False
-    except MlflowException:
-        pass  # no registered model of that name yet
+    version = registry.version_of_run(store, name, candidate.run_id)
+    if version is not None:
+        return version, False
     tags = {
-        f"{TAG}source_run_id": candidate.run_id,
-        f"{TAG}trial_id": candidate.trial_id,
-        f"{TAG}sweep": candidate.sweep,
-        f"{TAG}data_digest": candidate.data_digest,
-        **{f"{TAG}test_{k}": f"{v:.6g}" for k, v in candidate.metrics.items()},
+        names.SOURCE_RUN_ID: candidate.run_id,
+        names.TRIAL_ID: candidate.trial_id,
+        names.SWEEP: candidate.sweep,
+        names.DATA_DIGEST: candidate.data_digest,
+        **{names.TEST + k: f"{v:.6g}" for k, v in candidate.metrics.items()},
     }
-    version = mlflow.register_model(candidate.model_uri, name, tags=tags)
-    return str(version.version), True
+    return registry.register(store, name, candidate.model_uri, tags), True
 
 
 def _report(d: Decision, name: str, metric: str) -> None:

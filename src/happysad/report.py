@@ -18,6 +18,7 @@ import numpy as np
 
 from happysad import evaluation, plots
 from happysad.data import CLASS_NAMES
+from happysad.tracking import names
 from happysad.trials import TrialRecord
 
 MOST_WRONG = 12  # images in a split's grid of confident mistakes
@@ -75,12 +76,12 @@ def build(
     out.texts["trials.csv"] = trials_csv(results)
     if best is not None:
         out.metrics["best_objective"] = best.score
-        out.tags["happysad.best_trial_id"] = best.trial_id
-        out.tags["happysad.best_run_id"] = best.run_id
+        out.tags[names.BEST_TRIAL_ID] = best.trial_id
+        out.tags[names.BEST_RUN_ID] = best.run_id
         # Tags, not params: a continued sweep may find a new best, and params are immutable.
-        out.tags.update({f"happysad.best.{k}": str(v) for k, v in best.hyperparameters.items()})
+        out.tags.update({names.BEST + k: str(v) for k, v in best.hyperparameters.items()})
         if best.model_uri:
-            out.tags["happysad.best_model_uri"] = best.model_uri
+            out.tags[names.BEST_MODEL_URI] = best.model_uri
         out.texts["best_trial.json"] = json.dumps(
             {
                 k: getattr(best, k)

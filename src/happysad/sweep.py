@@ -27,7 +27,8 @@ from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from happysad import search_space  # noqa: E402
-from happysad.config import Config, config_dir, register_configs, to_typed  # noqa: E402
+from happysad.composition import config_dir, register_configs, to_typed  # noqa: E402
+from happysad.config import Config  # noqa: E402
 from happysad.errors import ConfigError, HappysadError, SweepFailed, SweepInterrupted  # noqa: E402
 from happysad.progress import duration, value  # noqa: E402
 from happysad.trials import TrialRecord, best_by  # noqa: E402
@@ -75,7 +76,10 @@ def run_sweep(
 
     # Heavy imports only now that the config is known to be good.
     from happysad import data as data_module
-    from happysad import preflight, tracking
+    from happysad import preflight
+    from happysad.tracking import names
+    from happysad.tracking.runs import SweepRun
+    from happysad.tracking.store import Store, local_artifact_root
 
     started = time.monotonic()
     action = "continuing" if state else "starting"
@@ -95,20 +99,21 @@ def run_sweep(
     devices = startup.start_tensorflow(startup_log, trial_server=typed.sweep.isolate_trials)
     _log_data(images)
     log.info(devices)
-    uri = tracking.resolve_tracking_uri(typed.mlflow.tracking_uri)
-    artifacts = tracking.local_artifact_root(uri)
+    store = Store.resolve(typed.mlflow.tracking_uri)
+    uri = store.uri
+    artifacts = local_artifact_root(uri)
     preflight.check_store(uri, artifacts)
     preflight.check_disk(
         typed, images.input_shape[2], [Path(typed.sweep.dir), *([artifacts] if artifacts else [])]
     )
-    experiment_id = tracking.open_experiment(uri, typed.mlflow.experiment)
+    experiment_id = store.open_experiment(typed.mlflow.experiment)
     log.info(f"MLflow store: {uri} (experiment '{typed.mlflow.experiment}')")
 
     fingerprint = resume.fingerprint(typed, images.digest)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     resolved["sweep"]["name"] = name
     config_yaml = OmegaConf.to_yaml(resolved)
-    sweep = tracking.SweepRun(uri, experiment_id, name, startup_log=startup_log)
+    sweep = SweepRun(store, experiment_id, name, startup_log=startup_log)
     if state is not None:
         resume.check_continuable(state, typed, fingerprint, uri)
         previous = _continue(sweep, state, config_yaml, overrides, images)
@@ -135,7 +140,7 @@ def run_sweep(
     try:
         result = _search(typed, images, sweep, uri, experiment_id, previous)
     except KeyboardInterrupt:
-        sweep.end(tracking.KILLED, reason="stopped by the user (Ctrl-C or SIGTERM)")
+        sweep.end(names.KILLED, reason="stopped by the user (Ctrl-C or SIGTERM)")
         again = " ".join(
             [*(o for o in overrides if not o.startswith("sweep.name=")), f"sweep.name={name}"]
         )
@@ -144,7 +149,7 @@ def run_sweep(
             f"To go on where it stopped: python -m happysad.sweep {again}"
         ) from None
     except BaseException as err:
-        sweep.end(tracking.FAILED, reason=f"{type(err).__name__}: {err}")
+        sweep.end(names.FAILED, reason=f"{type(err).__name__}: {err}")
         raise
     _log_summary(result, typed, time.monotonic() - started)
     if result.best is None or result.stopped_early:
@@ -158,7 +163,7 @@ def _continue(
     sweep, state, config_yaml: str, overrides: Sequence[str], images
 ) -> list[TrialRecord]:
     """Reopen the sweep's parent run; close what a hard kill left running."""
-    from mlflow.exceptions import MlflowException
+    from happysad.errors import StoreError
 
     try:
         resumed = sweep.resume(
@@ -167,10 +172,9 @@ def _continue(
             overrides=list(overrides),
             data_summary=images.summary(),
         )
-    except MlflowException as err:
+    except StoreError as err:
         raise ConfigError(
-            f"sweep '{state.name}': its MLflow run {state.parent_run_id} is not in {state.tracking_uri} "
-            f"({err.message}): add sweep.restart=true to start it afresh"
+            f"sweep '{state.name}': {err}: add sweep.restart=true to start it afresh"
         ) from err
     killed = sweep.close_interrupted_trials()
     previous = sweep.previous_trials()
@@ -188,8 +192,9 @@ def _continue(
 def _search(
     cfg: Config, images, sweep, uri: str, experiment_id: str, previous: list
 ) -> SweepResult:
-    from happysad import report, tracking, tuning
+    from happysad import report, tuning
     from happysad.hypermodel import FaceHyperModel
+    from happysad.tracking import names
 
     hypermodel = FaceHyperModel(cfg, images.input_shape)
     tuner = tuning.make_tuner(
@@ -231,9 +236,7 @@ def _search(
         stopped_early=stopped,
     )
     result.test_metrics = {k: v for k, v in outcome.metrics.items() if k.startswith("test_")}
-    sweep.finish(
-        status=tracking.FINISHED if best and not stopped else tracking.FAILED, outcome=outcome
-    )
+    sweep.finish(status=names.FINISHED if best and not stopped else names.FAILED, outcome=outcome)
     return result
 
 
@@ -243,9 +246,7 @@ def _best_model_probabilities(tuner, best: TrialRecord, images):
     from happysad.pyfunc import probabilities
 
     if best.model_uri:
-        import mlflow
-
-        model = mlflow.keras.load_model(best.model_uri)
+        model = tuner.sweep.store.load_keras(best.model_uri)
     else:
         model = tuner.load_model(tuner.oracle.get_trial(best.trial_id))
     return probabilities(model, images.test.x)
@@ -350,9 +351,11 @@ def main(cfg: DictConfig) -> None:
     tags = {}
     if hydra_cfg.mode == RunMode.MULTIRUN:
         # The jobs of one `-m` run share its folder: its name identifies the multirun.
+        from happysad.tracking import names
+
         tags = {
-            "happysad.multirun": Path(hydra_cfg.sweep.dir).name,
-            "happysad.multirun_job": str(hydra_cfg.job.num),
+            names.MULTIRUN: Path(hydra_cfg.sweep.dir).name,
+            names.MULTIRUN_JOB: str(hydra_cfg.job.num),
         }
     # A kill from a job scheduler, or a closed terminal, ends the sweep as cleanly as
     # Ctrl-C does: the trial's process is stopped and the runs are marked KILLED.

@@ -35,7 +35,6 @@ import numpy as np
 from keras_tuner.src import utils as kt_utils
 from keras_tuner.src.engine import tuner_utils
 
-from happysad import tracking
 from happysad.config import Config
 from happysad.data import ImageData
 from happysad.hypermodel import FaceHyperModel
@@ -60,7 +59,7 @@ class TrialJob:
     warm_start: str | None = None  # Hyperband: the checkpoint this trial goes on from
     epochs: int | None = None
     initial_epoch: int = 0
-    tracking_uri: str | None = None  # with run_id: log the trained model to this run
+    tracking_uri: str | None = None  # with run_id: log the trained model to this run of this store
     run_id: str | None = None
     model_settings: dict[str, Any] = field(default_factory=dict)
     model_metadata: dict[str, Any] = field(default_factory=dict)
@@ -133,8 +132,12 @@ def train(job: TrialJob, report: EpochReport, fresh_process: bool = False) -> Tr
     )
     if job.run_id is not None:
         try:
-            tracking.attach(job.tracking_uri, job.run_id)
-            outcome.model_uri = tracking.log_model(model, job.model_settings, job.model_metadata)
+            from happysad.tracking.models import log_model
+            from happysad.tracking.store import Store
+
+            outcome.model_uri = log_model(
+                Store(job.tracking_uri), job.run_id, model, job.model_settings, job.model_metadata
+            )
         except Exception as err:  # noqa: BLE001 - the sweep records it on the trial's run
             outcome.record_error = f"logging the model failed: {type(err).__name__}: {err}"
             outcome.record_details = traceback.format_exc()
@@ -205,17 +208,6 @@ def _context():
     # What a trial needs, imported once in the server; children start from there.
     context.set_forkserver_preload(["happysad.trial_server"])
     return context
-
-
-def warm_up() -> None:
-    """Fill the caches every trial's process would otherwise fill again (the fork
-    server runs this once)."""
-    try:  # MLflow maps modules to packages once per process to check a model's requirements
-        from mlflow.utils import requirements_utils
-
-        requirements_utils._init_packages_to_modules_map()
-    except Exception:  # noqa: BLE001 - private API: without it a trial logs its model slower
-        pass
 
 
 def _child(job: TrialJob, conn) -> None:

@@ -7,12 +7,12 @@ MLflow again, and logs its model as fast as the sweep's process would.
 
 import importlib
 
-from happysad import training
+from happysad import training  # noqa: F401 - the trials' own code
+from happysad.tracking import models
 
 # What a trial's process would otherwise import when it logs its model (measured:
 # about 2.5 s a trial); git is optional (MLflow uses it to find the commit).
 for _name in (
-    "happysad.model_format",
     "mlflow.keras",
     "mlflow.pyfunc",
     "mlflow.models.display_utils",
@@ -33,4 +33,4 @@ for _name in (
     except ImportError:
         pass
 
-training.warm_up()
+models.warm_up()

@@ -25,7 +25,9 @@ from happysad.config import SEED_LIMIT, Config, TunerName
 from happysad.data import CLASS_NAMES, ImageData
 from happysad.hypermodel import FaceHyperModel
 from happysad.progress import Console
-from happysad.tracking import FAILED, FINISHED, SweepRun
+from happysad.tracking import names
+from happysad.tracking.names import FAILED, FINISHED
+from happysad.tracking.runs import SweepRun
 from happysad.trials import TrialRecord, best_by
 
 COMPLETED = trial_module.TrialStatus.COMPLETED
@@ -200,9 +202,9 @@ class TrackedTunerMixin:
         values = active_values(trial.hyperparameters)
         self.console.trial_begin(trial.trial_id, values)
         seeds = {
-            "happysad.seed": str(self.cfg.seed),
-            "happysad.data_seed": str(self.cfg.data.seed),
-            "happysad.deterministic": str(self.cfg.deterministic),
+            names.SEED: str(self.cfg.seed),
+            names.DATA_SEED: str(self.cfg.data.seed),
+            names.DETERMINISTIC: str(self.cfg.deterministic),
         }
         self.sweep.start_trial(trial.trial_id, values, tags=seeds)
 
@@ -231,7 +233,7 @@ class TrackedTunerMixin:
         )
         self._planned_epochs = job.epochs
         if self.cfg.mlflow.log_models:
-            job.tracking_uri = self.sweep.uri
+            job.tracking_uri = self.sweep.store.uri
             job.run_id = self.sweep.trial_run_id
             job.model_settings = {
                 "preprocessing": data.preprocessing.to_dict(),

@@ -20,15 +20,9 @@ from pathlib import Path
 from happysad.errors import HappysadError, StoreError
 
 
-def latest_sweep_page(uri: str, base: str) -> str:
+def latest_sweep_page(store, base: str) -> str:
     """The address of the latest sweep's run page, or of the experiments list."""
-    from mlflow.tracking import MlflowClient
-
-    from happysad.tracking import find_sweeps
-
-    client = MlflowClient(uri)
-    experiments = client.search_experiments()
-    sweeps = [s for e in experiments for s in find_sweeps(client, e.experiment_id, limit=1)]
+    sweeps = [s for e in store.experiment_ids() for s in store.find_sweeps(e, limit=1)]
     if not sweeps:
         return f"{base}/#/experiments"
     latest = max(sweeps, key=lambda r: r.info.start_time)
@@ -40,23 +34,25 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m happysad.ui", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1 (default 5000)")
-    from happysad.tracking import add_store_option, check_reachable, resolve_tracking_uri
+    from happysad.tracking.store import Store, add_store_option, is_server
 
     add_store_option(parser)
     args = parser.parse_args(argv)
 
-    uri = resolve_tracking_uri(args.tracking_uri)
     try:
-        check_reachable(uri)
-        if uri.startswith(("http://", "https://")):
-            print(f"the store is a tracking server: open {latest_sweep_page(uri, uri.rstrip('/'))}")
+        store = Store.existing(args.tracking_uri)
+        uri = store.uri
+        if is_server(uri):
+            print(
+                f"the store is a tracking server: open {latest_sweep_page(store, uri.rstrip('/'))}"
+            )
             return 0
         with socket.socket() as probe:
             if probe.connect_ex(("127.0.0.1", args.port)) == 0:
                 raise StoreError(
                     f"port {args.port} on 127.0.0.1 is in use: choose another with --port"
                 )
-        page = latest_sweep_page(uri, f"http://127.0.0.1:{args.port}")
+        page = latest_sweep_page(store, f"http://127.0.0.1:{args.port}")
     except HappysadError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -11,18 +11,23 @@ happysad installed.
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import logging
 import shutil
+import sys
 from pathlib import Path
 from typing import Any
 
-import mlflow
+import mlflow.keras
 from mlflow import pyfunc
 from mlflow.models import Model, ModelSignature
 from mlflow.types.schema import ColSpec, DataType, ParamSchema, ParamSpec, Schema
 
 from happysad import pyfunc as pyfunc_module
+from happysad.images import Preprocessing
+from happysad.tracking import names
+from happysad.tracking.store import Store
 
 PACKAGE = "happysad_pyfunc"  # the flavour's code inside a model: not `happysad`, never shadowing it
 CODE = "code"
@@ -96,18 +101,47 @@ def save_model(
 
 
 def log_model(
-    model: Any, *, settings: dict[str, Any], metadata: dict[str, Any], pip_requirements: list[str]
-):
-    """Log the model of the active run under the name `model`; returns MLflow's ModelInfo."""
-    import sys
+    store: Store, run_id: str, model: Any, settings: dict[str, Any], metadata: dict[str, Any]
+) -> str:
+    """The trained model, logged on run `run_id` of `store` under the name `model`,
+    with its preprocessing and pinned requirements; its URI."""
+    with store.scoped():  # MLflow's model logging reads the global tracking URI
+        info = Model.log(
+            artifact_path=None,
+            name="model",
+            flavor=sys.modules[__name__],
+            run_id=run_id,
+            model=model,
+            settings=settings,
+            signature=SIGNATURE,
+            metadata={"happysad": metadata},
+            # Explicit: inferring them starts a subprocess that costs seconds per model.
+            pip_requirements=model_requirements(settings),
+        )
+    store.client.set_tag(run_id, names.MODEL_URI, info.model_uri)
+    return info.model_uri
 
-    return Model.log(
-        artifact_path=None,
-        name="model",
-        flavor=sys.modules[__name__],
-        model=model,
-        settings=settings,
-        signature=SIGNATURE,
-        metadata=metadata,
-        pip_requirements=pip_requirements,
-    )
+
+# What each face detector needs where the model is loaded (the mtcnn package brings its
+# weights inside its wheel, and needs lz4 and joblib to read them).
+DETECTOR_PACKAGES = {"mtcnn": ["mtcnn", "lz4", "joblib"], "haar": ["opencv-python-headless"]}
+
+
+def model_requirements(settings: dict[str, Any]) -> list[str]:
+    """What loading and serving the model needs, pinned to this environment's versions."""
+    packages = ["tensorflow", "keras", "numpy", "pillow", "pandas"]
+    prep = Preprocessing.from_dict(settings["preprocessing"])
+    if prep.finds_faces:
+        packages += DETECTOR_PACKAGES[prep.face_detector]
+    return [f"{p}=={importlib.metadata.version(p)}" for p in packages]
+
+
+def warm_up() -> None:
+    """Fill the caches every trial's process would otherwise fill again when it logs
+    its model (the trials' fork server runs this once)."""
+    try:  # MLflow maps modules to packages once per process to check a model's requirements
+        from mlflow.utils import requirements_utils
+
+        requirements_utils._init_packages_to_modules_map()
+    except Exception:  # noqa: BLE001 - private API: without it a trial logs its model slower
+        pass

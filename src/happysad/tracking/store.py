@@ -1,0 +1,262 @@
+"""Which MLflow store a command uses, and reading from it.
+
+Every command finds its store by one rule (`resolve_tracking_uri`) and works on it
+through a `Store`: its URI and a client bound to it. Nothing here reads or sets
+MLflow's global tracking URI or active run, so the same calls work from the sweep,
+a trial's process, another machine or a test. The one exception is contained in
+`Store.scoped`: MLflow's model logging and loading read the global URI, so it is
+set for the length of that call only and put back.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+from happysad.config import Objective
+from happysad.errors import StoreError
+from happysad.tracking import names
+
+# MLflow announces at INFO that it creates a new store's tables; a first sweep's
+# console should show happysad's lines only (failures still come as errors).
+logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+
+DEFAULT_STORE = "mlruns"
+
+
+def resolve_tracking_uri(configured: str | None) -> str:
+    """The store every command uses, by one rule: the URI given on its command line
+    (`mlflow.tracking_uri=` for sweep and promote, `--tracking-uri` for predict, compare
+    and ui), else MLFLOW_TRACKING_URI, else a SQLite store in ./mlruns (made absolute)."""
+    if configured:
+        return configured
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return os.environ["MLFLOW_TRACKING_URI"]
+    return f"sqlite:///{(Path.cwd() / DEFAULT_STORE / 'mlflow.db').resolve()}"
+
+
+def add_store_option(parser: Any) -> None:
+    """The `--tracking-uri` option of the argparse commands (predict, compare, ui)."""
+    parser.add_argument(
+        "--tracking-uri",
+        metavar="URI",
+        help="the MLflow store (default: MLFLOW_TRACKING_URI, else ./mlruns)",
+    )
+
+
+def sqlite_path(uri: str) -> Path | None:
+    if not uri.startswith("sqlite:///"):
+        return None
+    return Path(uri[len("sqlite:///") :])
+
+
+def is_server(uri: str) -> bool:
+    return uri.startswith(("http://", "https://"))
+
+
+def local_artifact_root(uri: str) -> Path | None:
+    """Where a local SQLite store keeps artifacts: beside its database
+    (mlruns/mlflow.db and mlruns/artifacts/); None for a server."""
+    db = sqlite_path(uri)
+    return None if db is None else (db.parent / "artifacts").resolve()
+
+
+def check_reachable(uri: str) -> None:
+    """For commands that read a store: it must exist (SQLite) or answer (a server)."""
+    db = sqlite_path(uri)
+    if db is not None:
+        if not db.is_file():
+            raise StoreError(
+                f"no MLflow store at {db}: run a sweep here first (make sweep), or give the "
+                "store that has the runs (--tracking-uri, mlflow.tracking_uri= or MLFLOW_TRACKING_URI)"
+            )
+        return
+    if is_server(uri):
+        import requests
+
+        try:
+            requests.get(uri.rstrip("/") + "/health", timeout=5).raise_for_status()
+        except requests.RequestException as err:
+            raise StoreError(
+                f"the MLflow tracking server {uri} does not answer ({type(err).__name__}): start it, "
+                "or give a running one (--tracking-uri, mlflow.tracking_uri= or MLFLOW_TRACKING_URI)"
+            ) from err
+
+
+class Store:
+    """One MLflow store: its URI, and a client bound to it for tracking and registry."""
+
+    def __init__(self, uri: str):
+        self.uri = uri
+
+    @functools.cached_property
+    def client(self) -> MlflowClient:
+        # Made at first use: a client on a SQLite URI creates the database.
+        return MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+
+    @classmethod
+    def resolve(cls, configured: str | None) -> Store:
+        """The store by the rule every command follows (resolve_tracking_uri)."""
+        return cls(resolve_tracking_uri(configured))
+
+    @classmethod
+    def existing(cls, configured: str | None) -> Store:
+        """For commands that read: the store, which must exist or answer."""
+        store = cls.resolve(configured)
+        check_reachable(store.uri)
+        return store
+
+    def __repr__(self) -> str:
+        return f"Store({self.uri!r})"
+
+    @contextmanager
+    def scoped(self) -> Iterator[None]:
+        """MLflow's global tracking and registry URI set to this store for the length of
+        a call into MLflow code that reads them (model logging, loading, registering)."""
+        from mlflow.tracking._model_registry import utils as registry_utils
+        from mlflow.tracking._tracking_service import utils as tracking_utils
+
+        # MLflow's setters also export the URIs to the environment: put back both.
+        saved = (tracking_utils._tracking_uri, registry_utils._registry_uri)
+        variables = {v: os.environ.get(v) for v in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+        tracking_utils.set_tracking_uri(self.uri)
+        registry_utils.set_registry_uri(self.uri)
+        try:
+            yield
+        finally:
+            tracking_utils.set_tracking_uri(saved[0])
+            registry_utils._registry_uri = saved[1]
+            for variable, value in variables.items():
+                if value is None:
+                    os.environ.pop(variable, None)
+                else:
+                    os.environ[variable] = value
+
+    # --- experiments ---------------------------------------------------------------
+
+    def open_experiment(self, name: str) -> str:
+        """Create the store and the experiment if needed, in this process, before any
+        training (a fresh SQLite store migrated by several processes at once fails);
+        return the experiment's id."""
+        db = sqlite_path(self.uri)
+        artifact_location = None
+        if db is not None:
+            db.parent.mkdir(parents=True, exist_ok=True)
+            artifact_location = local_artifact_root(self.uri).as_uri()
+        try:
+            experiment = self.client.get_experiment_by_name(name)
+            if experiment is None:
+                # The kind makes the MLflow UI open the experiment on its training runs
+                # rather than on the GenAI overview.
+                return self.client.create_experiment(
+                    name,
+                    artifact_location=artifact_location,
+                    tags={"mlflow.experimentKind": "custom_model_development"},
+                )
+        except MlflowException as err:
+            raise StoreError(f"cannot open the MLflow store {self.uri}: {err.message}") from err
+        if experiment.lifecycle_stage == "deleted":
+            raise StoreError(
+                f"the MLflow experiment '{name}' is deleted in {self.uri}: restore it with "
+                f"`mlflow experiments restore --experiment-id {experiment.experiment_id}`, "
+                "or choose another mlflow.experiment"
+            )
+        return experiment.experiment_id
+
+    def experiment_id(self, name: str) -> str:
+        """An existing experiment's id, or a StoreError saying there is none."""
+        experiment = self.client.get_experiment_by_name(name)
+        if experiment is None:
+            raise StoreError(f"the store {self.uri} has no experiment '{name}': run a sweep first")
+        return experiment.experiment_id
+
+    def experiment_ids(self) -> list[str]:
+        return [e.experiment_id for e in self.client.search_experiments()]
+
+    # --- runs ----------------------------------------------------------------------
+
+    def run(self, run_id: str, what: str = "run") -> Any:
+        """A run, or a StoreError naming `what` was asked for."""
+        try:
+            return self.client.get_run(run_id)
+        except MlflowException as err:
+            raise StoreError(f"{what} {run_id} is not a run in {self.uri}: {err.message}") from err
+
+    def find_sweeps(self, experiment_id: str, name: str | None = None, limit: int = 50) -> list:
+        """The sweeps' parent runs, newest first; with `name`, the runs of that sweep."""
+        wanted = f" and tags.`{names.SWEEP}` = '{name}'" if name else ""
+        return self.client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.`{names.ROLE}` = '{names.ROLE_SWEEP}'{wanted}",
+            order_by=["attributes.start_time DESC"],
+            max_results=limit,
+        )
+
+    def children(self, parent_run_id: str, experiment_id: str, where: str = "") -> list:
+        """The trial runs of a sweep, oldest first; `where` adds to the filter."""
+        condition = f"tags.{names.PARENT_RUN_ID} = '{parent_run_id}'"
+        return self.client.search_runs(
+            [experiment_id],
+            filter_string=condition + (f" and {where}" if where else ""),
+            order_by=["attributes.start_time ASC"],
+            max_results=10000,
+        )
+
+    def finished_trials(self, sweep_run: Any, limit: int = 1000) -> list:
+        """A sweep's FINISHED trial runs, best first by its own objective."""
+        objective = sweep_run.data.params.get("tuner.objective", "val_accuracy")
+        order = "ASC" if Objective(objective).direction == "min" else "DESC"
+        return self.client.search_runs(
+            [sweep_run.info.experiment_id],
+            filter_string=f"tags.{names.PARENT_RUN_ID} = '{sweep_run.info.run_id}' "
+            f"and attributes.status = '{names.FINISHED}'",
+            order_by=[f"metrics.objective {order}"],
+            max_results=limit,
+        )
+
+    def read_text(self, run_id: str, path: str) -> str:
+        """A text artifact of a run, through the store (a server proxies artifacts)."""
+        with tempfile.TemporaryDirectory(prefix="happysad-") as tmp:
+            local = self.client.download_artifacts(run_id, path, tmp)
+            return Path(local).read_text()
+
+    # --- models --------------------------------------------------------------------
+
+    def load_keras(self, model_uri: str) -> Any:
+        """The Keras model at `model_uri` (runs:/, models:/ or a path)."""
+        import mlflow.keras
+
+        with self.scoped():
+            return mlflow.keras.load_model(model_uri)
+
+    def load_pyfunc(self, model_uri: str) -> Any:
+        """The model's python_function flavour, or a StoreError saying what to do."""
+        import mlflow.pyfunc
+
+        try:
+            with self.scoped():
+                return mlflow.pyfunc.load_model(model_uri)
+        except MlflowException as err:
+            text = err.message
+            if (
+                model_uri.startswith("models:/")
+                and "@" in model_uri
+                and ("alias" in text.lower() or "not found" in text.lower())
+            ):
+                name, alias = model_uri[len("models:/") :].split("@", 1)
+                raise StoreError(
+                    f"no version of the registered model '{name}' has the alias '{alias}' yet: run "
+                    "a sweep, then python -m happysad.promote to make its best model the champion"
+                ) from err
+            raise StoreError(f"the model {model_uri} does not exist in {self.uri}: {text}") from err
+        except OSError as err:
+            raise StoreError(f"the model {model_uri} cannot be read: {err}") from err

@@ -1,0 +1,148 @@
+"""What the schema's types cannot say, checked before TensorFlow is imported: a
+range whose minimum is above its maximum, fractions that leave no training data, a
+depth with no filters for its deepest block. Each failure is one ConfigError that
+names the override to fix."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from happysad.config import (
+    SEED_LIMIT,
+    Config,
+    FolderDataConfig,
+    HyperbandTunerConfig,
+    IntSpace,
+    Sampling,
+    SyntheticDataConfig,
+    describe,
+    space_values,
+)
+from happysad.errors import ConfigError
+
+
+def validate(cfg: Config) -> None:
+    """Raise ConfigError for what the schema types cannot catch."""
+    from happysad.search_space import searchable  # it builds on the types above
+
+    # What is searched depends on these two: they must make sense first.
+    _check_space("model.depth", cfg.model.depth)
+    _check_space("model.dense_layers", cfg.model.dense_layers)
+    spaces = searchable(cfg)
+    for key, space in spaces.items():
+        _check_space(key, space)
+        if isinstance(space, IntSpace):
+            lowest = 0 if key == "model.dense_layers" else 1
+            if any(v < lowest for v in _extremes(space)):
+                raise ConfigError(f"{key} must be at least {lowest} (got {describe(space)})")
+    for key in _FRACTIONS:
+        if any(not 0.0 <= v < 1.0 for v in _extremes(spaces[key])):
+            raise ConfigError(f"{key} must lie in [0, 1) (got {describe(spaces[key])})")
+
+    blocks = cfg.model.filters
+    deepest = max(space_values(cfg.model.depth))
+    if len(blocks) < deepest:
+        raise ConfigError(
+            f"model.filters has {len(blocks)} entries but model.depth reaches {deepest} blocks "
+            f"({describe(cfg.model.depth)}): give a space for every block, e.g. "
+            f"model.filters='[{{choices:[16,32,64]}}, ...]' with {deepest} entries, or lower model.depth"
+        )
+
+    for key, seed in (("seed", cfg.seed), ("data.seed", cfg.data.seed)):
+        if not 0 <= seed < SEED_LIMIT:
+            raise ConfigError(f"{key}={seed} must lie in [0, {SEED_LIMIT})")
+
+    data = cfg.data
+    if data.image_size < 8:
+        raise ConfigError(f"data.image_size={data.image_size} is too small: use at least 8 pixels")
+    if not 0.0 <= data.face_margin <= 2.0 or data.max_pixels < data.image_size**2:
+        raise ConfigError(
+            f"data.face_margin={data.face_margin} must lie in [0, 2] and "
+            f"data.max_pixels={data.max_pixels} must allow at least one {data.image_size}x{data.image_size} image"
+        )
+    if isinstance(data, FolderDataConfig) and data.happy_folder == data.sad_folder:
+        raise ConfigError(f"data.happy_folder and data.sad_folder are both '{data.happy_folder}'")
+    if not (
+        0 < data.val_fraction < 1
+        and 0 <= data.test_fraction < 1
+        and data.val_fraction + data.test_fraction <= 0.9
+    ):
+        raise ConfigError(
+            f"data.val_fraction={data.val_fraction} and data.test_fraction={data.test_fraction} "
+            "must each lie in [0, 1), validation above 0, and leave at least 10% for training"
+        )
+    if isinstance(data, SyntheticDataConfig):
+        if data.num_images < 20:
+            raise ConfigError(f"data.num_images={data.num_images} is too few: use at least 20")
+        if not 0.0 <= data.hard_fraction <= 1.0:
+            raise ConfigError(f"data.hard_fraction={data.hard_fraction} must lie in [0, 1]")
+
+    tuner = cfg.tuner
+    if tuner.max_trials < 1 or tuner.epochs < 1:
+        raise ConfigError(
+            f"tuner.max_trials={tuner.max_trials} and tuner.epochs={tuner.epochs} must be at least 1"
+        )
+    if tuner.early_stopping_patience < 0 or tuner.max_consecutive_failures < 1:
+        raise ConfigError(
+            f"tuner.early_stopping_patience={tuner.early_stopping_patience} must be at least 0 and "
+            f"tuner.max_consecutive_failures={tuner.max_consecutive_failures} at least 1"
+        )
+    if isinstance(tuner, HyperbandTunerConfig) and tuner.factor < 2:
+        raise ConfigError(f"tuner.factor={tuner.factor} must be at least 2 for hyperband")
+    if cfg.sweep.name is not None and not _is_safe_name(cfg.sweep.name):
+        raise ConfigError(
+            f"sweep.name={cfg.sweep.name!r} must be letters, digits, '.', '_' or '-' "
+            "(it names a folder and an MLflow run)"
+        )
+
+
+def _is_safe_name(name: str) -> bool:
+    return bool(name) and all(c.isalnum() or c in "._-" for c in name) and not name.startswith(".")
+
+
+def _check_space(key: str, space: Any) -> None:
+    if space.value is not None:
+        return
+    if space.choices is not None:
+        if len(space.choices) == 0:
+            raise ConfigError(
+                f"{key}.choices is empty: give at least one value, e.g. {key}.value=..."
+            )
+        lone = [b for b in ("min", "max") if getattr(space, b, None) is not None]
+        if len(lone) == 1:
+            raise ConfigError(
+                f"{key}.{lone[0]} is set but {key} is searched over choices {list(space.choices)}: "
+                f"to search a range instead, set both bounds and {key}.choices=null"
+            )
+        return
+    if not hasattr(space, "min"):
+        raise ConfigError(f"{key} has neither a value nor choices: set {key}.value=...")
+    if space.min is None or space.max is None:
+        raise ConfigError(
+            f"{key} is not searchable as given: set {key}.value=..., {key}.choices=[...], "
+            f"or both {key}.min and {key}.max"
+        )
+    if space.min > space.max:
+        raise ConfigError(f"{key}.min={space.min} is above {key}.max={space.max}")
+    if space.sampling is Sampling.log and space.min <= 0:
+        raise ConfigError(f"{key} has log sampling, so {key}.min must be above 0 (got {space.min})")
+    if space.step is not None and space.step <= 0:
+        raise ConfigError(f"{key}.step must be above 0 (got {space.step})")
+
+
+_FRACTIONS = (
+    "model.dropout",
+    "augmentation.rotation",
+    "augmentation.zoom",
+    "augmentation.translation",
+    "augmentation.contrast",
+    "augmentation.brightness",
+)
+
+
+def _extremes(space: Any) -> list[Any]:
+    if space.value is not None:
+        return [space.value]
+    if space.choices is not None:
+        return list(space.choices)
+    return [space.min, space.max]

@@ -1,0 +1,90 @@
+"""The MLflow package takes its store explicitly: what a sweep, a trial's process or a
+worker on another machine writes lands in the store it was given, whatever MLflow's
+global tracking URI says, and MLflow's global state is left as it was found."""
+
+from __future__ import annotations
+
+import os
+
+import mlflow
+import pytest
+
+from happysad.errors import StoreError
+from happysad.tracking import names
+from happysad.tracking.store import Store
+
+
+def test_a_missing_local_store_is_reported_and_never_created(tmp_path):
+    db = tmp_path / "none" / "mlflow.db"
+    with pytest.raises(StoreError, match="no MLflow store at"):
+        Store.existing(f"sqlite:///{db}")
+    assert not db.parent.exists()
+
+
+def test_scoped_puts_back_the_global_uris_and_their_variables(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path}/theirs.db")
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
+    before = mlflow.get_tracking_uri(), mlflow.get_registry_uri()
+    store = Store(f"sqlite:///{tmp_path}/ours.db")
+    with store.scoped():
+        assert mlflow.get_tracking_uri() == mlflow.get_registry_uri() == store.uri
+    assert (mlflow.get_tracking_uri(), mlflow.get_registry_uri()) == before
+    assert os.environ["MLFLOW_TRACKING_URI"] == f"sqlite:///{tmp_path}/theirs.db"
+    assert "MLFLOW_REGISTRY_URI" not in os.environ
+
+
+def test_runs_and_models_land_in_the_given_store_not_the_global_one(tmp_path, monkeypatch):
+    """A sweep's runs and a trial's model, written while MLflow's global URI names
+    another store: everything is in ours, nothing in the decoy."""
+    import keras
+
+    from happysad.images import Preprocessing
+    from happysad.tracking.models import log_model
+    from happysad.tracking.runs import SweepRun
+
+    decoy = f"sqlite:///{tmp_path / 'decoy' / 'mlflow.db'}"
+    (tmp_path / "decoy").mkdir()
+    # MLflow's global URI, as mlflow.set_tracking_uri sets it, put back after the test.
+    monkeypatch.setattr(mlflow.tracking._tracking_service.utils, "_tracking_uri", decoy)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", decoy)
+    store = Store(f"sqlite:///{tmp_path / 'ours' / 'mlflow.db'}")
+    experiment_id = store.open_experiment("happysad")
+    summary = {"path": str(tmp_path), "digest": "d1", "train_images": 2}
+    sweep = SweepRun(store, experiment_id, "s1")
+    sweep.start(
+        config_yaml="a: 1\n",
+        overrides=["a=1"],
+        params={"tuner.objective": "val_accuracy"},
+        data_summary=summary,
+        skipped=[],
+        search_space={"model.depth": "{2, 3}"},
+    )
+    trial_run = sweep.start_trial("00", {"model.depth": 2})
+    sweep.log_epoch({"val_accuracy": 0.5}, 0)
+    sweep.log_epoch({"val_accuracy": 0.75}, 1)
+    model = keras.Sequential(
+        [keras.Input((8, 8, 1), dtype="uint8"), keras.layers.Flatten(), keras.layers.Dense(1)]
+    )
+    prep = Preprocessing(image_size=8, color_mode="grayscale", faces="whole")
+    settings = {"preprocessing": prep.to_dict(), "class_names": ["sad", "happy"]}
+    # As a trial's process does: a Store of its own on the URI it was handed.
+    model_uri = log_model(Store(store.uri), trial_run, model, settings, {})
+    sweep.log_trial_result({"objective": 0.75}, {})
+    sweep.end_trial(names.FINISHED)
+    sweep.end(names.FINISHED)
+
+    assert mlflow.get_tracking_uri() == decoy and mlflow.active_run() is None
+    assert store.client.search_experiments(filter_string="name = 'happysad'")
+    assert mlflow.MlflowClient(decoy).get_experiment_by_name("happysad") is None
+    (parent,) = store.find_sweeps(experiment_id, "s1")
+    assert parent.info.status == "FINISHED" and parent.data.tags[names.DATA_DIGEST] == "d1"
+    assert parent.data.params["tuner.objective"] == "val_accuracy"
+    (trial,) = store.finished_trials(parent)
+    assert trial.info.run_id == trial_run and trial.data.tags[names.MODEL_URI] == model_uri
+    assert trial.data.tags[names.PARENT_RUN_ID] == parent.info.run_id
+    assert trial.data.tags["mlflow.user"]  # what MLflow's own start_run would add
+    history = store.client.get_metric_history(trial_run, "val_accuracy")
+    assert [(m.step, m.value) for m in history] == [(0, 0.5), (1, 0.75)]
+    assert store.read_text(parent.info.run_id, "config/config.yaml") == "a: 1\n"
+    assert store.load_keras(model_uri).output_shape == (None, 1)
+    assert mlflow.get_tracking_uri() == decoy
