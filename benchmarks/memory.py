@@ -101,7 +101,7 @@ def run_arm(arm: str, trials: int, extra: list[str], tmp: str) -> list[dict]:
     start_sweep(sweep, overrides, images)
     tuner = tuning.make_tuner(
         cfg,
-        FaceHyperModel(cfg, images.input_shape),
+        FaceHyperModel(cfg, images.input_shape, len(images.train)),
         cfg.sweep.dir,
         "memory",
         sweep=sweep,

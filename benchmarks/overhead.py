@@ -83,7 +83,7 @@ def run_arm(arm: str, overrides: list[str], workdir: Path) -> dict:
     if arm == "happysad" and cfg.sweep.isolate_trials:
         training.start()
     images = data_module.load(cfg.data)
-    hypermodel = FaceHyperModel(cfg, images.input_shape)
+    hypermodel = FaceHyperModel(cfg, images.input_shape, len(images.train))
     sweep = None
     if arm == "happysad":
         uri = f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}"

@@ -6,6 +6,7 @@ import keras
 import keras_tuner as kt
 import pytest
 
+from happysad.errors import ConfigError
 from happysad.hypermodel import FaceHyperModel
 from happysad.tuning import make_tuner
 from tests.conftest import typed_config
@@ -200,3 +201,111 @@ def test_what_the_sweep_lists_is_what_keras_tuner_is_given(overrides):
     declared = [h.name for h in hp.space if h.name != "data.batch_size"]
     listed = [k for k in search_space.searchable(cfg) if k != "data.batch_size"]
     assert declared == listed
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_modern_family_builds_what_was_drawn(seed):
+    """model=modern: every drawn block option is in the built network, and the
+    first convolution stays plain."""
+    cfg = typed_config(
+        [
+            "model=modern",
+            "augmentation=strong",
+            "optimizer.schedule.value=null",
+            "optimizer.schedule.choices=[constant,cosine,plateau]",
+            "optimizer.warmup_epochs.choices=[0,2]",
+            "optimizer.label_smoothing.value=0.1",
+            f"seed={seed}",
+        ]
+    )
+    hypermodel = FaceHyperModel(cfg, (48, 48, 1), train_size=640)
+    tuner = make_tuner(cfg, hypermodel, directory="kt", project_name=f"modern{seed}")
+    hp = tuner.oracle.create_trial("t").hyperparameters
+    values = hp.values
+    model = hypermodel.build(hp)
+    kinds = [type(layer).__name__ for layer in model.layers]
+    depth, convs = values["model.depth"], values["model.convs_per_block"]
+    separable = kinds.count("SeparableConv2D")
+    assert kinds.index("Conv2D") < (kinds.index("SeparableConv2D") if separable else len(kinds))
+    if values["model.conv"] == "separable":
+        assert separable == depth * convs - 1
+    else:
+        assert separable == 0
+    shortcuts = depth if values["model.residual"] else 0
+    assert kinds.count("Add") == shortcuts
+    assert kinds.count("Conv2D") == depth * convs - separable + shortcuts
+    assert kinds.count("BatchNormalization") == depth * convs + shortcuts
+    assert kinds.count("SpatialDropout2D") == (depth if values["model.block_dropout"] else 0)
+    assert ("GlobalAveragePooling2D" if values["model.head"] == "average" else "Flatten") in kinds
+    assert ("RandomErasing" in kinds) == (values["augmentation.erasing"] > 0)
+    assert model.loss.label_smoothing == pytest.approx(0.1)
+    schedule = values["optimizer.schedule"]
+    rate = model.optimizer._learning_rate
+    assert isinstance(rate, keras.optimizers.schedules.CosineDecay) == (schedule == "cosine")
+    assert ("optimizer.warmup_epochs" in values) == (schedule == "cosine")
+    assert model.output_shape == (None, 1)
+
+
+def test_residual_shortcuts_need_same_padding():
+    with pytest.raises(ConfigError, match="model.residual=true needs model.padding=same"):
+        typed_config(["model=modern", "model.padding=valid"])
+    # With valid padding the choice is not offered at all.
+    from happysad import search_space
+
+    cfg = typed_config(
+        [
+            "model=modern",
+            "model.padding=valid",
+            "model.residual.choices=null",
+            "model.residual.value=false",
+        ]
+    )
+    assert "model.residual" not in search_space.summary(cfg)
+
+
+def test_the_cosine_schedule_warms_up_then_decays_over_the_trial():
+    cfg = typed_config(
+        [
+            "optimizer.schedule.value=cosine",
+            "optimizer.warmup_epochs.value=2",
+            "optimizer.learning_rate.value=0.001",
+            "data.batch_size.value=32",
+            "tuner.epochs=10",
+        ]
+    )
+    model = FaceHyperModel(cfg, (48, 48, 1), train_size=320).build(kt.HyperParameters())
+    schedule = model.optimizer._learning_rate  # 10 steps an epoch
+    rates = [float(schedule(step)) for step in (0, 10, 20, 60, 100)]
+    assert rates[0] == 0 and rates[1] == pytest.approx(0.0005) and rates[2] == pytest.approx(0.001)
+    assert rates[2] > rates[3] > rates[4] == pytest.approx(0.0)
+
+
+def test_a_backbone_replaces_the_blocks_own_spaces():
+    from happysad import search_space
+
+    uri = "models:/happysad-backbone/1"
+    cfg = typed_config(
+        [
+            "model=modern",
+            "model.backbone.value=null",
+            f"model.backbone.choices=[none,'{uri}']",
+            "model.frozen_blocks.value=null",
+            "model.frozen_blocks.choices=[0,2]",
+            "optimizer.backbone_lr_scale.value=0.1",
+        ]
+    )
+    hp = kt.HyperParameters()
+    search_space.batch_size(cfg, hp)
+    search_space.draw(cfg, hp)
+    conditions = {h.name: [list(c.values) for c in h.conditions] for h in hp.space}
+    assert conditions["model.depth"] == [["none"]] and conditions["model.conv"] == [["none"]]
+    assert conditions["model.frozen_blocks"] == [[uri]]
+    assert conditions["optimizer.backbone_lr_scale"] == [[uri]]
+    assert conditions["model.head"] == []  # every model has its own head
+    # Every trial on the backbone: the blocks' spaces are not searched at all.
+    cfg = typed_config([f"model.backbone.value='{uri}'"])
+    listed = search_space.searchable(cfg)
+    assert "model.frozen_blocks" in listed and "model.depth" not in listed
+    assert "model.filters.0" not in listed and "model.dropout" in listed
+    # Without a backbone, its settings are not searched either.
+    assert "model.frozen_blocks" not in search_space.searchable(typed_config())

@@ -7,6 +7,8 @@ or fails, or hits a NaN loss, or is interrupted, as the test tells it."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 from keras_tuner.errors import FailedTrialError
@@ -16,6 +18,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from happysad import training
 from happysad.errors import SweepInterrupted
 from happysad.sweep import run_sweep
+from happysad.tracking.names import BUDGET
 from tests.conftest import compose_config
 
 NAN = "the loss became nan at epoch 2, batch 1: optimizer.learning_rate=0.001 is likely too high"
@@ -25,7 +28,7 @@ KILLED_BY_OOM = "the trial's process was killed by SIGKILL (the system may have 
 @pytest.fixture
 def plan(monkeypatch) -> list[tuple[str, float]]:
     """What the stand-in trainer does, trial by trial: (what, val_accuracy), what being
-    finish, fail, nan or interrupt."""
+    finish, fail, nan or interrupt, or sleepS: finish after S seconds."""
     steps: list[tuple[str, float]] = []
 
     def stand_in(job: training.TrialJob, report, isolate: bool) -> training.TrialOutcome:
@@ -34,6 +37,8 @@ def plan(monkeypatch) -> list[tuple[str, float]]:
         from happysad.hypermodel import FaceHyperModel
 
         what, score = steps.pop(0)
+        if what.startswith("sleep"):
+            time.sleep(float(what.removeprefix("sleep")))
         model = FaceHyperModel(job.cfg, job.data.input_shape).build(job.hyperparameters)
         model.save_weights(job.checkpoint)
         kt_utils.save_json(job.build_config, model.get_build_config())
@@ -135,3 +140,42 @@ def test_an_interrupted_sweep_is_killed_and_continues_where_it_stopped(plan, ove
         ("trial-2", "FINISHED"),
     ]
     assert result.best.trial_id == "2" and len(result.results) == 3
+
+
+def test_the_time_budget_starts_no_trial_it_cannot_finish_and_counts_across_runs(
+    plan, overrides, store_uri
+):
+    import math
+
+    plan += [("sleep3", 0.7)] * 10
+    budgeted = [*overrides, "tuner.max_trials=10", "sweep.name=budget"]
+    result = run_sweep(compose_config([*budgeted, "tuner.time_budget=10s"]))
+    ran, seconds = len(result.results), [r.seconds for r in result.results]
+    assert ran < 10 and result.budget_ended.startswith("the time budget (10s) ended")
+    # No trial started without a median trial's time left: the last began before then.
+    assert sum(seconds[:-1]) < 10
+    _, (parent,), trials = _runs(store_uri)
+    assert parent.info.status == "FINISHED" and "ended the search" in parent.data.tags[BUDGET]
+    assert all(t.info.status == "FINISHED" for t in trials) and len(trials) == ran
+
+    # Continued with a larger budget, room for two or three more trials: what the first
+    # run's trials took counts, so it does not start from zero.
+    larger = math.ceil(sum(seconds) + 2.5 * max(seconds))
+    again = run_sweep(compose_config([*budgeted, f"tuner.time_budget={larger}s"]))
+    added = [r.seconds for r in again.results[ran:]]
+    assert added and again.budget_ended
+    assert sum(added[:-1]) < larger - sum(seconds)  # only the budget left was used
+
+
+def test_the_trial_running_when_the_budget_ends_stops_with_its_best_epoch():
+    import keras
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1, activation="sigmoid")])
+    model.compile("adam", "binary_crossentropy")
+    x, y = np.random.default_rng(0).random((64, 4)), np.ones((64, 1))
+    ended = training.Deadline(time.time())  # already over: stops at the first batch
+    history = model.fit(x, y, batch_size=8, epochs=5, callbacks=[ended], verbose=0)
+    assert ended.stopped and len(history.epoch) == 1
+    later = training.Deadline(time.time() + 3600)
+    history = model.fit(x, y, batch_size=8, epochs=3, callbacks=[later], verbose=0)
+    assert not later.stopped and len(history.epoch) == 3

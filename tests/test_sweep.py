@@ -137,7 +137,9 @@ def test_a_tiny_sweep_records_every_trial(tiny, store_uri, monkeypatch):
 
 
 def test_failed_trials_are_recorded_and_an_all_failed_sweep_raises(tiny, store_uri):
-    cfg = compose_config([*tiny, "model.depth.value=4", "model.kernel_size.value=5"])
+    cfg = compose_config(
+        [*tiny, "model.padding=valid", "model.depth.value=4", "model.kernel_size.value=5"]
+    )
     with pytest.raises(SweepFailed, match="every trial failed.*shrinks 32x32 images to nothing"):
         run_sweep(cfg)
     client, (parent,), children = _runs(store_uri)

@@ -23,6 +23,7 @@ from happysad.config import (
     MlflowConfig,
     ModelConfig,
     OptimizerConfig,
+    PretrainConfig,
     PromoteConfig,
     RandomTunerConfig,
     SyntheticDataConfig,
@@ -73,6 +74,7 @@ def register_configs() -> None:
     cs = ConfigStore.instance()
     cs.store(name="happysad_config", node=Config)
     cs.store(name="happysad_promote_config", node=PromoteConfig)
+    cs.store(name="happysad_pretrain_config", node=PretrainConfig)
     for path, node in _SCHEMAS.items():
         group, name = path.split("/")
         cs.store(group=f"schema/{group}", name=name, node=node)

@@ -1,5 +1,8 @@
 """Typed schemas of the configuration, and the search-space values they hold.
 
+(One file over 400 lines on purpose: the whole schema of every command, read top to
+bottom beside conf/.)
+
 Hydra composes `conf/` against these dataclasses, so a misspelt key or a value of
 the wrong type fails at composition with Hydra's own message. What a type cannot
 say (a range whose minimum is above its maximum, fractions that leave no training
@@ -35,6 +38,28 @@ class OptimizerName(Enum):
     sgd = "sgd"
     rmsprop = "rmsprop"
     adamw = "adamw"
+
+
+class Conv(Enum):
+    """The convolutions of a block."""
+
+    plain = "plain"  # Conv2D
+    separable = "separable"  # SeparableConv2D: depthwise, then 1x1 (Xception, MobileNet)
+
+
+class Head(Enum):
+    """What turns the last block's feature map into one vector."""
+
+    flatten = "flatten"  # every position its own weights (the seed's)
+    average = "average"  # global average pooling: one value per filter
+
+
+class Schedule(Enum):
+    """How the learning rate moves during a trial."""
+
+    constant = "constant"
+    cosine = "cosine"  # warm-up, then cosine decay to 0 over tuner.epochs
+    plateau = "plateau"  # halved when the objective has not improved for 2 epochs
 
 
 class TunerName(Enum):
@@ -135,6 +160,53 @@ class OptimizerSpace:
     choices: list[OptimizerName] | None = None
 
 
+@dataclass
+class BoolSpace:
+    value: bool | None = None
+    choices: list[bool] | None = None
+
+
+@dataclass
+class ConvSpace:
+    value: Conv | None = None
+    choices: list[Conv] | None = None
+
+
+@dataclass
+class HeadSpace:
+    value: Head | None = None
+    choices: list[Head] | None = None
+
+
+@dataclass
+class ScheduleSpace:
+    value: Schedule | None = None
+    choices: list[Schedule] | None = None
+
+
+@dataclass
+class BackboneSpace:
+    # "none", or the MLflow URI of a backbone made by happysad.pretrain
+    # (models:/happysad-backbone/1, models:/happysad-backbone@alias, runs:/<id>/backbone).
+    value: str | None = None
+    choices: list[str] | None = None
+
+
+NO_BACKBONE = "none"
+
+# The spaces keras-tuner draws from; the enum-valued ones are lists of choices.
+SPACES = (
+    IntSpace,
+    FloatSpace,
+    BoolSpace,
+    OptimizerSpace,
+    ConvSpace,
+    HeadSpace,
+    ScheduleSpace,
+    BackboneSpace,
+)
+
+
 # --- config groups -----------------------------------------------------------------
 
 
@@ -209,6 +281,22 @@ class ModelConfig:
     dense_layers: IntSpace = _space(IntSpace)
     dense_units: IntSpace = _space(IntSpace)
     dropout: FloatSpace = _space(FloatSpace)
+    # What strong face models add to the seed's blocks (model=modern searches them).
+    # Convolutions per block, each followed by batch normalisation (when on) and ReLU;
+    # the block ends with 2x2 max pooling.
+    convs_per_block: IntSpace = _space(IntSpace)
+    conv: ConvSpace = _space(ConvSpace)
+    batch_norm: BoolSpace = _space(BoolSpace)
+    # A shortcut around each block (a strided 1x1 convolution), added to its output;
+    # only with padding=same, where the shapes allow it.
+    residual: BoolSpace = _space(BoolSpace)
+    # Spatial dropout at the end of each block (whole feature maps dropped).
+    block_dropout: FloatSpace = _space(FloatSpace)
+    head: HeadSpace = _space(HeadSpace)
+    # Transfer: the blocks of a pretrained backbone instead of the ones above (the head
+    # is new); its first `frozen_blocks` blocks keep their weights.
+    backbone: BackboneSpace = _space(BackboneSpace)
+    frozen_blocks: IntSpace = _space(IntSpace)
 
 
 @dataclass
@@ -226,6 +314,9 @@ class AugmentationConfig:
     translation: FloatSpace = _space(FloatSpace)
     contrast: FloatSpace = _space(FloatSpace)
     brightness: FloatSpace = _space(FloatSpace)
+    # Random erasing: the probability that a training image gets a rectangle (2-20%
+    # of its area) replaced by noise.
+    erasing: FloatSpace = _space(FloatSpace)
 
 
 @dataclass
@@ -236,6 +327,14 @@ class OptimizerConfig:
     momentum: FloatSpace = _space(FloatSpace)
     # Used by adamw.
     weight_decay: FloatSpace = _space(FloatSpace)
+    # The learning rate's course.
+    schedule: ScheduleSpace = _space(ScheduleSpace)
+    # Epochs of linear warm-up from 0 before the cosine decay (used by schedule=cosine).
+    warmup_epochs: IntSpace = _space(IntSpace)
+    # The backbone's learning rate, as a fraction of the head's (with model.backbone).
+    backbone_lr_scale: FloatSpace = _space(FloatSpace)
+    # Targets 0/1 pulled towards 0.5 by this much (binary cross-entropy's smoothing).
+    label_smoothing: FloatSpace = _space(FloatSpace)
 
 
 @dataclass
@@ -249,6 +348,9 @@ class TunerConfig:
     early_stopping_patience: int = 3
     # Stop the search when this many trials fail one after the other.
     max_consecutive_failures: int = 3
+    # The trials' time (30m, 2h, 1h30m): no trial is started that cannot finish in what
+    # is left, and the one running when it ends stops with its best epoch. null: none.
+    time_budget: str | None = None
 
 
 @dataclass
@@ -346,6 +448,32 @@ class PromoteConfig:
 
 
 # --- where the configs live --------------------------------------------------------
+
+
+@dataclass
+class PretrainSettings:
+    epochs: int = 40
+    # Stop when the validation balanced accuracy has not improved for this many
+    # epochs (0: off); the best epoch's weights are kept.
+    early_stopping_patience: int = 6
+    # The training's time (30m, 2h): stops after the last whole epoch that fits.
+    time_budget: str | None = None
+    # The backbone is registered under this name (a new version per run).
+    model_name: str = "happysad-backbone"
+
+
+@dataclass
+class PretrainConfig:
+    """`python -m happysad.pretrain`: one model, every space pinned, on a folder with
+    one subfolder per class."""
+
+    data: FolderDataConfig = MISSING
+    model: ModelConfig = MISSING
+    augmentation: AugmentationConfig = MISSING
+    optimizer: OptimizerConfig = MISSING
+    mlflow: MlflowConfig = MISSING
+    pretrain: PretrainSettings = field(default_factory=PretrainSettings)
+    seed: int = 42
 
 
 # --- the space syntax ----------------------------------------------------------

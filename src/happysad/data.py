@@ -31,7 +31,13 @@ from happysad.config import (
 )
 from happysad.errors import DataError
 from happysad.images import Preprocessing, Unusable, open_image, pixel_digest
-from happysad.sources import SPLITS, Entry, fer2013_csv_entries, folder_entries
+from happysad.sources import (
+    SPLITS,
+    Entry,
+    class_folder_entries,
+    fer2013_csv_entries,
+    folder_entries,
+)
 from happysad.synthetic import SyntheticSpec, generate
 
 # The label of an image is its index here: happy is the positive class (1).
@@ -49,9 +55,13 @@ class Split:
     def __len__(self) -> int:
         return len(self.y)
 
-    def counts(self) -> dict[str, int]:
-        happy = int(self.y.sum())
-        return {"happy": happy, "sad": len(self) - happy}
+    def counts(self, class_names: tuple[str, ...] = CLASS_NAMES) -> dict[str, int]:
+        """Images per class, positive class first for two (happy, sad)."""
+        labels = np.bincount(self.y.astype(int), minlength=len(class_names))
+        order = range(len(class_names))
+        return {
+            class_names[c]: int(labels[c]) for c in (reversed(order) if len(order) == 2 else order)
+        }
 
 
 @dataclass
@@ -67,6 +77,8 @@ class ImageData:
     duplicates: dict[str, int] = field(default_factory=dict)
     class_weight: dict[int, float] | None = None
     from_cache: bool = False
+    # The label of an image is its index here (happy/sad, or a pretraining folder's classes).
+    class_names: tuple[str, ...] = CLASS_NAMES
 
     @property
     def image_size(self) -> int:
@@ -84,7 +96,7 @@ class ImageData:
         for name in SPLITS:
             split = getattr(self, name)
             out[f"{name}_images"] = len(split)
-            for label, count in split.counts().items():
+            for label, count in split.counts(self.class_names).items():
                 out[f"{name}_{label}"] = count
         out["skipped_files"] = len(self.skipped)
         out.update({f"duplicates_{k}": v for k, v in self.duplicates.items()})
@@ -116,6 +128,22 @@ def load(data: Any) -> ImageData:
             entries, layout = fer2013_csv_entries(root, data.public_test)
         else:
             entries, layout = folder_entries(root, data.happy_folder, data.sad_folder)
+    images = _load(entries, layout, root, data, CLASS_NAMES)
+    images.name = "synthetic" if isinstance(data, SyntheticDataConfig) else root.stem
+    return images
+
+
+def load_classes(data: Any) -> ImageData:
+    """A folder with one subfolder per class, any number of classes (for pretraining a
+    backbone): split into train and validation by data.val_fraction, stratified."""
+    root = Path(data.path).expanduser()
+    entries, class_names = class_folder_entries(root)
+    return _load(entries, f"classes:{','.join(class_names)}", root, data, class_names)
+
+
+def _load(
+    entries: list[Entry], layout: str, root: Path, data: Any, class_names: tuple[str, ...]
+) -> ImageData:
     prep = Preprocessing(
         image_size=data.image_size,
         color_mode=data.color_mode.value,
@@ -136,14 +164,13 @@ def load(data: Any) -> ImageData:
     }
     key = _cache_key(entries, settings)
     cache = Path(data.cache_dir) / "decoded" / f"{key}.npz"
-    images = _read_cache(cache, root, prep) if data.cache else None
+    images = _read_cache(cache, root, prep, class_names) if data.cache else None
     if images is None:
-        images = _build(entries, root, prep, data)
+        images = _build(entries, root, prep, data, class_names)
         if data.cache:
             _write_cache(cache, images)
-    images.name = "synthetic" if isinstance(data, SyntheticDataConfig) else root.stem
     if data.class_weight is ClassWeight.balanced:
-        images.class_weight = _balanced_weights(images.train.y)
+        images.class_weight = _balanced_weights(images.train.y, len(class_names))
     return images
 
 
@@ -169,7 +196,9 @@ def _decode(
     )
 
 
-def _build(entries: list[Entry], root: Path, prep: Preprocessing, data: Any) -> ImageData:
+def _build(
+    entries: list[Entry], root: Path, prep: Preprocessing, data: Any, class_names: tuple[str, ...]
+) -> ImageData:
     keep = data.no_face is NoFace.keep
 
     def attempt(entry: Entry) -> _Decoded | tuple[str, str]:
@@ -185,16 +214,16 @@ def _build(entries: list[Entry], root: Path, prep: Preprocessing, data: Any) -> 
     decoded = [o for o in outcomes if isinstance(o, _Decoded)]
     skipped = [o for o in outcomes if isinstance(o, tuple)]
     groups, dropped = _resolve_duplicates(decoded, skipped)
-    for label in (0, 1):
+    for label in range(len(class_names)):
         if not any(g[0].entry.label == label for g in groups):
             keys = {e.key for e in entries if e.label == label}
             why = Counter(_reason_kind(r) for k, r in skipped if k in keys)
             reasons = ", ".join(f"{n} {kind}" for kind, n in why.most_common()) or "no files"
             raise DataError(
-                f"data.path '{root}': no usable {CLASS_NAMES[label]} image ({len(keys)} files: "
+                f"data.path '{root}': no usable {class_names[label]} image ({len(keys)} files: "
                 f"{reasons}): add readable images to that class's folder"
             )
-    parts = _assign_splits(groups, data, root)
+    parts = _assign_splits(groups, data, root, class_names)
     splits = {name: _stack(items, prep) for name, items in parts.items()}
     return ImageData(
         **splits,
@@ -204,6 +233,7 @@ def _build(entries: list[Entry], root: Path, prep: Preprocessing, data: Any) -> 
         digest=_content_digest(splits),
         skipped=skipped,
         duplicates=dropped,
+        class_names=class_names,
     )
 
 
@@ -234,7 +264,9 @@ def _resolve_duplicates(decoded: list[_Decoded], skipped: list[tuple[str, str]])
     return kept, counts
 
 
-def _assign_splits(groups: list[list[_Decoded]], data: Any, root: Path) -> dict[str, list]:
+def _assign_splits(
+    groups: list[list[_Decoded]], data: Any, root: Path, class_names: tuple[str, ...]
+) -> dict[str, list]:
     """The splits the data gives (train/, val/, test/ folders, or the CSV's Usage); the
     rest drawn by fraction, stratified by class and reproducible from data.seed, each
     duplicate group kept on one side."""
@@ -254,7 +286,7 @@ def _assign_splits(groups: list[list[_Decoded]], data: Any, root: Path) -> dict[
             free.append(group)
         else:
             parts[split] += group
-    for label in (0, 1):
+    for label in range(len(class_names)):
         units = [g for g in free if g[0].entry.label == label]
         if not units:
             continue  # every image of this class sits in a split the data gives
@@ -263,7 +295,7 @@ def _assign_splits(groups: list[list[_Decoded]], data: Any, root: Path) -> dict[
         n_val = max(1, round(len(units) * fractions["val"])) if fractions["val"] else 0
         if len(units) - n_test - n_val < 1:
             raise DataError(
-                f"data.path '{root}': {len(units)} usable {CLASS_NAMES[label]} images are too few to "
+                f"data.path '{root}': {len(units)} usable {class_names[label]} images are too few to "
                 f"split into train, validation ({fractions['val']}) and test ({fractions['test']}): "
                 "add images, or lower data.val_fraction and data.test_fraction"
             )
@@ -292,9 +324,9 @@ def _content_digest(splits: dict[str, Split]) -> str:
     return h.hexdigest()[:16]
 
 
-def _balanced_weights(y: np.ndarray) -> dict[int, float]:
-    counts = np.bincount(y.astype(int), minlength=2)
-    return {label: float(len(y) / (2 * counts[label])) for label in (0, 1) if counts[label]}
+def _balanced_weights(y: np.ndarray, classes: int = 2) -> dict[int, float]:
+    counts = np.bincount(y.astype(int), minlength=classes)
+    return {c: float(len(y) / (classes * counts[c])) for c in range(classes) if counts[c]}
 
 
 # --- the decoded cache ------------------------------------------------------------
@@ -315,6 +347,7 @@ def _write_cache(path: Path, images: ImageData) -> None:
         "skipped": images.skipped,
         "duplicates": images.duplicates,
         "paths": {name: getattr(images, name).paths for name in SPLITS},
+        "class_names": list(images.class_names),
     }
     arrays = {
         f"{name}_{part}": getattr(getattr(images, name), part)
@@ -331,7 +364,9 @@ def _write_cache(path: Path, images: ImageData) -> None:
             os.unlink(tmp)
 
 
-def _read_cache(path: Path, root: Path, prep: Preprocessing) -> ImageData | None:
+def _read_cache(
+    path: Path, root: Path, prep: Preprocessing, class_names: tuple[str, ...]
+) -> ImageData | None:
     if not path.is_file():
         return None
     try:
@@ -352,6 +387,7 @@ def _read_cache(path: Path, root: Path, prep: Preprocessing) -> ImageData | None
         skipped=[tuple(s) for s in meta["skipped"]],
         duplicates=meta["duplicates"],
         from_cache=True,
+        class_names=class_names,
     )
 
 

@@ -35,13 +35,16 @@ class SweepState:
 
 
 def fingerprint(cfg: Config, data_digest: str) -> dict[str, dict[str, str]]:
-    """What must stay the same for the trials of one sweep to be comparable. The trial
-    budget (tuner.max_trials) may change: raising it is how a sweep is extended."""
+    """What must stay the same for the trials of one sweep to be comparable. The
+    budgets (tuner.max_trials, tuner.time_budget) may change: raising one is how a
+    sweep is extended."""
     space = search_space.summary(cfg)
     space["model.padding"] = cfg.model.padding.value
     space["augmentation.flip"] = str(cfg.augmentation.flip)
     tuner = {
-        f"tuner.{k}": _text(v) for k, v in asdict(cfg.tuner).items() if k not in ("max_trials",)
+        f"tuner.{k}": _text(v)
+        for k, v in asdict(cfg.tuner).items()
+        if k not in ("max_trials", "time_budget")
     }
     tuner["seed"] = str(cfg.seed)
     return {"search space": space, "data": {"data digest": data_digest}, "tuner": tuner}

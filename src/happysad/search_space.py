@@ -9,16 +9,21 @@ two can never disagree. The hypermodel only builds layers from the values drawn 
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 from happysad.config import (
-    FloatSpace,
+    NO_BACKBONE,
+    SPACES,
+    Conv,
+    Head,
     IntSpace,
     OptimizerName,
-    OptimizerSpace,
+    Padding,
     Sampling,
+    Schedule,
     describe,
     space_values,
 )
@@ -26,7 +31,7 @@ from happysad.config import (
 if TYPE_CHECKING:  # keras-tuner imports TensorFlow, which config validation must not
     import keras_tuner
 
-AUGMENTATIONS = ("rotation", "zoom", "translation", "contrast", "brightness")
+AUGMENTATIONS = ("rotation", "zoom", "translation", "contrast", "brightness", "erasing")
 # Optimizer settings and the optimizers that use them: searched only while one is drawn.
 OPTIMIZER_SETTINGS = {
     "momentum": {OptimizerName.sgd, OptimizerName.rmsprop},
@@ -41,17 +46,25 @@ def searchable(cfg: Any) -> dict[str, Any]:
     changed by `model.filters.1.choices=[32,64]`. Spaces that no model of this config
     uses are left out, as `draw` never declares them: the filters of blocks deeper than
     the deepest model, `model.dense_units` when no model has a dense layer, momentum
-    unless sgd or rmsprop can be chosen, weight decay unless adamw can.
+    unless sgd or rmsprop can be chosen, weight decay unless adamw can, the warm-up
+    unless the cosine schedule can, residual shortcuts unless padding is same, the
+    blocks' own spaces when every model starts from a backbone, and the frozen blocks
+    and the backbone's learning rate when none does.
     """
     m = cfg.model
-    # In the order keras-tuner declares them: depth, kernel size, each block's filters.
-    out: dict[str, Any] = {"model.depth": m.depth, "model.kernel_size": m.kernel_size}
+    # In the order keras-tuner declares them: the backbone (the blocks' spaces depend
+    # on it), depth, kernel size, each block's filters.
+    out: dict[str, Any] = {
+        "model.backbone": m.backbone,
+        "model.depth": m.depth,
+        "model.kernel_size": m.kernel_size,
+    }
     for block, space in enumerate(m.filters[: max(space_values(m.depth))]):
         out[f"model.filters.{block}"] = space
     for section in ("model", "augmentation", "optimizer"):
         node = getattr(cfg, section)
         for name, value in vars(node).items():
-            if isinstance(value, (IntSpace, FloatSpace, OptimizerSpace)):
+            if isinstance(value, SPACES):
                 out.setdefault(f"{section}.{name}", value)
     out["data.batch_size"] = cfg.data.batch_size
     if not any(n > 0 for n in space_values(cfg.model.dense_layers)):
@@ -60,7 +73,39 @@ def searchable(cfg: Any) -> dict[str, Any]:
     for setting, users in OPTIMIZER_SETTINGS.items():
         if not users & set(names):
             del out[f"optimizer.{setting}"]
+    if Schedule.cosine not in space_values(cfg.optimizer.schedule):
+        del out["optimizer.warmup_epochs"]  # only the cosine schedule warms up
+    if m.padding is not Padding.same:
+        del out["model.residual"]  # validation refuses residual=true without it
+    if not own_blocks(cfg):
+        for key in [k for k in out if k.startswith(BLOCK_SPACES)]:
+            del out[key]
+    if not backbones(cfg):
+        del out["model.frozen_blocks"], out["optimizer.backbone_lr_scale"]
     return out
+
+
+# The spaces of the model's own blocks, which a backbone replaces.
+BLOCK_SPACES = (
+    "model.depth",
+    "model.kernel_size",
+    "model.filters.",
+    "model.convs_per_block",
+    "model.conv",
+    "model.batch_norm",
+    "model.residual",
+    "model.block_dropout",
+)
+
+
+def backbones(cfg: Any) -> list[str]:
+    """The backbone URIs a sweep can draw."""
+    return [b for b in space_values(cfg.model.backbone) if b != NO_BACKBONE]
+
+
+def own_blocks(cfg: Any) -> bool:
+    """Whether some trial builds its own blocks (model.backbone can be none)."""
+    return NO_BACKBONE in space_values(cfg.model.backbone)
 
 
 def summary(cfg: Any) -> dict[str, str]:
@@ -80,8 +125,8 @@ def optimizer_names(cfg: Any) -> list[OptimizerName]:
 class Drawn:
     """One trial's architecture and training settings, as drawn by keras-tuner."""
 
-    depth: int
-    kernel_size: int
+    depth: int | None  # None for the blocks of a backbone
+    kernel_size: int | None
     filters: list[int]  # one per block of this depth
     dense_layers: int
     dense_units: int | None
@@ -91,6 +136,20 @@ class Drawn:
     learning_rate: float
     momentum: float | None
     weight_decay: float | None
+    # The blocks of strong face models (the seed's network has none of them).
+    convs_per_block: int = 1
+    conv: Conv = Conv.plain
+    batch_norm: bool = False
+    residual: bool = False
+    block_dropout: float = 0.0
+    head: Head = Head.flatten
+    schedule: Schedule = Schedule.constant
+    warmup_epochs: int = 0
+    label_smoothing: float = 0.0
+    # Transfer: a backbone's URI (its blocks replace depth, filters, ...), or none.
+    backbone: str = NO_BACKBONE
+    frozen_blocks: int = 0
+    backbone_lr_scale: float = 1.0
 
 
 def draw(cfg: Any, hp: keras_tuner.HyperParameters) -> Drawn:
@@ -98,14 +157,36 @@ def draw(cfg: Any, hp: keras_tuner.HyperParameters) -> Drawn:
     declarations is the order keras-tuner draws in: keep it, or the same seed draws
     other trials."""
     m = cfg.model
-    depth = declare(hp, "model.depth", m.depth)
-    kernel = declare(hp, "model.kernel_size", m.kernel_size)
-    # Every block some depth could have is declared, so that keras-tuner sees the
-    # conditional filters of the deeper blocks from the start.
-    filters = [_filters(cfg, hp, block) for block in range(max(space_values(m.depth)))]
+    backbone = declare(hp, "model.backbone", m.backbone)
+    uris = backbones(cfg)
+    # The blocks' own spaces exist in trials without a backbone, the backbone's
+    # settings in trials with one.
+    own = own_blocks(cfg)
+    depth = kernel = convs = conv = batch_norm = residual = block_dropout = None
+    filters: list[int | None] = []
+    if own:
+        with _only_when(hp, cfg, [NO_BACKBONE] if uris else None):
+            depth = declare(hp, "model.depth", m.depth)
+            kernel = declare(hp, "model.kernel_size", m.kernel_size)
+            # Every block some depth could have is declared, so that keras-tuner sees
+            # the conditional filters of the deeper blocks from the start.
+            filters = [_filters(cfg, hp, b) for b in range(max(space_values(m.depth)))]
     dense_layers = declare(hp, "model.dense_layers", m.dense_layers)
     units = _dense_units(cfg, hp)
     dropout = declare(hp, "model.dropout", m.dropout)
+    if own:
+        with _only_when(hp, cfg, [NO_BACKBONE] if uris else None):
+            convs = declare(hp, "model.convs_per_block", m.convs_per_block)
+            conv = declare(hp, "model.conv", m.conv)
+            batch_norm = declare(hp, "model.batch_norm", m.batch_norm)
+            if m.padding is Padding.same:
+                residual = declare(hp, "model.residual", m.residual)
+            block_dropout = declare(hp, "model.block_dropout", m.block_dropout)
+    head = Head(declare(hp, "model.head", m.head))
+    frozen = None
+    if uris:
+        with _only_when(hp, cfg, uris):
+            frozen = declare(hp, "model.frozen_blocks", m.frozen_blocks)
     a = cfg.augmentation
     strength = {
         name: declare(hp, f"augmentation.{name}", getattr(a, name)) for name in AUGMENTATIONS
@@ -115,10 +196,17 @@ def draw(cfg: Any, hp: keras_tuner.HyperParameters) -> Drawn:
     lr = declare(hp, "optimizer.learning_rate", o.learning_rate)
     # Declared whatever the optimizer drawn, so keras-tuner sees both from the start.
     settings = {setting: _optimizer_setting(cfg, hp, setting) for setting in OPTIMIZER_SETTINGS}
+    schedule = Schedule(declare(hp, "optimizer.schedule", o.schedule))
+    warmup = _warmup(cfg, hp)
+    scale = None
+    if uris:
+        with _only_when(hp, cfg, uris):
+            scale = declare(hp, "optimizer.backbone_lr_scale", o.backbone_lr_scale)
+    smoothing = declare(hp, "optimizer.label_smoothing", o.label_smoothing)
     return Drawn(
         depth=depth,
         kernel_size=kernel,
-        filters=filters[:depth],
+        filters=filters[:depth] if depth else [],
         dense_layers=dense_layers,
         dense_units=units,
         dropout=dropout,
@@ -127,6 +215,18 @@ def draw(cfg: Any, hp: keras_tuner.HyperParameters) -> Drawn:
         learning_rate=lr,
         momentum=settings["momentum"],
         weight_decay=settings["weight_decay"],
+        convs_per_block=convs or 1,
+        conv=Conv(conv) if conv else Conv.plain,
+        batch_norm=bool(batch_norm),
+        residual=bool(residual),
+        block_dropout=block_dropout or 0.0,
+        backbone=backbone,
+        frozen_blocks=frozen or 0,
+        backbone_lr_scale=scale if scale is not None else 1.0,
+        head=head,
+        schedule=schedule,
+        warmup_epochs=warmup,
+        label_smoothing=smoothing,
     )
 
 
@@ -142,6 +242,8 @@ def declare(hp: keras_tuner.HyperParameters, name: str, space: Any) -> Any:
         values = list(dict.fromkeys(_plain(c) for c in space.choices))
         if len(values) == 1:
             return hp.Fixed(name, values[0])
+        if all(isinstance(v, bool) for v in values):
+            return hp.Boolean(name)  # Choice would take them for the ints 0 and 1
         return hp.Choice(name, values)
     if space.min == space.max:
         return hp.Fixed(name, space.min)
@@ -193,3 +295,24 @@ def _optimizer_setting(cfg: Any, hp: keras_tuner.HyperParameters, setting: str) 
         return declare(hp, f"optimizer.{setting}", space)
     with hp.conditional_scope("optimizer.name", users):
         return declare(hp, f"optimizer.{setting}", space)
+
+
+def _warmup(cfg: Any, hp: keras_tuner.HyperParameters) -> int:
+    """Warm-up epochs, searched only while the cosine schedule is drawn."""
+    schedules = space_values(cfg.optimizer.schedule)
+    if Schedule.cosine not in schedules:
+        return 0
+    if len(schedules) == 1:
+        return declare(hp, "optimizer.warmup_epochs", cfg.optimizer.warmup_epochs)
+    with hp.conditional_scope("optimizer.schedule", [Schedule.cosine.value]):
+        return declare(hp, "optimizer.warmup_epochs", cfg.optimizer.warmup_epochs) or 0
+
+
+@contextlib.contextmanager
+def _only_when(hp: keras_tuner.HyperParameters, cfg: Any, backbones: list[str] | None):
+    """Declarations active only for these values of model.backbone (None: always)."""
+    if backbones is None or len(space_values(cfg.model.backbone)) == 1:
+        yield
+        return
+    with hp.conditional_scope("model.backbone", backbones):
+        yield

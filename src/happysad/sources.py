@@ -79,6 +79,28 @@ def folder_entries(root: Path, happy: str, sad: str) -> tuple[list[Entry], str]:
     return entries, layout
 
 
+def class_folder_entries(root: Path) -> tuple[list[Entry], tuple[str, ...]]:
+    """A folder with one subfolder per class, any number of classes (sorted by name,
+    the label of each is its index): for pretraining a backbone."""
+    if not root.is_dir():
+        raise DataError(
+            f"data.path '{root}' does not exist or is not a folder: point it at a folder "
+            "with one subfolder of images per class"
+        )
+    class_names = tuple(_subfolders(root))
+    if len(class_names) < 2:
+        raise DataError(
+            f"data.path '{root}' has {len(class_names)} class folder(s) "
+            f"({', '.join(class_names) or 'none'}): a backbone needs at least two classes"
+        )
+    entries = [
+        Entry(path, label, None, f"{stat.st_size}:{stat.st_mtime_ns}", path)
+        for label, name in enumerate(class_names)
+        for path, stat in _files(root / name)
+    ]
+    return entries, class_names
+
+
 def fer2013_csv_entries(path: Path, public_test: PublicTest) -> tuple[list[Entry], str]:
     """The happy and sad rows of FER2013's single-file release."""
     usage = {**FER_USAGE, "PublicTest": public_test.value}

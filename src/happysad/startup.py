@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -68,3 +69,20 @@ def keep_off_gpus() -> None:
         tf.config.set_visible_devices([], "GPU")
     except RuntimeError:  # TensorFlow is already running here (an earlier sweep)
         pass
+
+
+@contextlib.contextmanager
+def signals_stop() -> Iterator[None]:
+    """SIGTERM and SIGHUP (a scheduler's or supervisor's kill, `kill`, a closed
+    terminal) end the command as Ctrl-C does: a KeyboardInterrupt, so what it started
+    is stopped and its runs are marked KILLED."""
+    previous = {s: signal.signal(s, _interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt

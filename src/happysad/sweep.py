@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-import signal
 import sys
 import time
 from collections.abc import Sequence
@@ -48,6 +47,7 @@ class SweepResult:
     best: TrialRecord | None
     test_metrics: dict[str, float] = field(default_factory=dict)
     stopped_early: str | None = None
+    budget_ended: str | None = None  # how the time budget ended the search
 
     @property
     def failed(self) -> list[TrialRecord]:
@@ -109,6 +109,19 @@ def run_sweep(
     experiment_id = store.open_experiment(typed.mlflow.experiment)
     log.info(f"MLflow store: {uri} (experiment '{typed.mlflow.experiment}')")
 
+    backbones = {}
+    if search_space.backbones(typed):
+        from happysad import transfer
+
+        # Fetched and checked against the data before anything is recorded or trained.
+        backbones = transfer.prepare(
+            typed,
+            store,
+            images.preprocessing,
+            images.input_shape,
+            Path(typed.data.cache_dir) / "backbones" / name,
+        )
+        log.info(f"backbones: {', '.join(backbones)} (their blocks fit the data)")
     fingerprint = resume.fingerprint(typed, images.digest)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     resolved["sweep"]["name"] = name
@@ -138,7 +151,7 @@ def run_sweep(
 
         tf.config.experimental.enable_op_determinism()
     try:
-        result = _search(typed, images, sweep, uri, experiment_id, previous)
+        result = _search(typed, images, sweep, uri, experiment_id, previous, backbones)
     except KeyboardInterrupt:
         sweep.end(names.KILLED, reason="stopped by the user (Ctrl-C or SIGTERM)")
         again = " ".join(
@@ -190,15 +203,28 @@ def _continue(
 
 
 def _search(
-    cfg: Config, images, sweep, uri: str, experiment_id: str, previous: list
+    cfg: Config, images, sweep, uri: str, experiment_id: str, previous: list, backbones: dict
 ) -> SweepResult:
     from happysad import report, tuning
     from happysad.hypermodel import FaceHyperModel
     from happysad.tracking import names
 
-    hypermodel = FaceHyperModel(cfg, images.input_shape)
+    hypermodel = FaceHyperModel(cfg, images.input_shape, len(images.train), backbones=backbones)
+    budget = None
+    if cfg.tuner.time_budget:
+        from happysad.budget import Budget, parse
+
+        # Across continued runs: what the trials recorded so far took counts.
+        budget = Budget(parse(cfg.tuner.time_budget), spent=sum(r.seconds or 0 for r in previous))
     tuner = tuning.make_tuner(
-        cfg, hypermodel, cfg.sweep.dir, cfg.sweep.name, sweep=sweep, data=images, previous=previous
+        cfg,
+        hypermodel,
+        cfg.sweep.dir,
+        cfg.sweep.name,
+        sweep=sweep,
+        data=images,
+        previous=previous,
+        budget=budget,
     )
     stopped = None
     try:
@@ -219,6 +245,13 @@ def _search(
         best=best,
         stopped_early=stopped,
     )
+    if budget is not None and budget.ended:
+        from happysad.budget import describe
+
+        result.budget_ended = (
+            f"the time budget ({cfg.tuner.time_budget}) ended the search after "
+            f"{describe(budget.used())} of trials"
+        )
     # The test split is looked at once, here, and never for choosing a model.
     test_prob = (
         _best_model_probabilities(tuner, best, images) if best and len(images.test) else None
@@ -236,6 +269,8 @@ def _search(
         stopped_early=stopped,
     )
     result.test_metrics = {k: v for k, v in outcome.metrics.items() if k.startswith("test_")}
+    if result.budget_ended:
+        outcome.tags[names.BUDGET] = result.budget_ended
     sweep.finish(status=names.FINISHED if best and not stopped else names.FAILED, outcome=outcome)
     return result
 
@@ -263,6 +298,7 @@ def _sweep_params(cfg: Config) -> dict[str, Any]:
         "tuner.epochs": t.epochs,
         "tuner.objective": t.objective.value,
         "tuner.early_stopping_patience": t.early_stopping_patience,
+        "tuner.time_budget": t.time_budget or "none",
     }
 
 
@@ -304,6 +340,8 @@ def _log_summary(result: SweepResult, cfg: Config, seconds: float) -> None:
         f"trial{'' if len(result.results) == 1 else 's'}, "
         f"{finished} finished, {len(result.failed)} failed"
     )
+    if result.budget_ended:
+        log.info(result.budget_ended)
     best = result.best
     if best is not None:
         log.info(f"best: trial-{best.trial_id} with {objective} {best.score:.4f}")
@@ -359,22 +397,17 @@ def main(cfg: DictConfig) -> None:
         }
     # A kill from a job scheduler, or a closed terminal, ends the sweep as cleanly as
     # Ctrl-C does: the trial's process is stopped and the runs are marked KILLED.
-    previous = {s: signal.signal(s, _interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
+    from happysad.startup import signals_stop
+
     try:
-        run_sweep(cfg, overrides=list(hydra_cfg.overrides.task), tags=tags)
+        with signals_stop():
+            run_sweep(cfg, overrides=list(hydra_cfg.overrides.task), tags=tags)
     except SweepInterrupted as err:
         log.warning(str(err))
         sys.exit(130)
     except HappysadError as err:
         log.error(f"error: {err}")
         sys.exit(2 if isinstance(err, ConfigError) else 1)
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-
-
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

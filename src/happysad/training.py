@@ -64,6 +64,8 @@ class TrialJob:
     model_settings: dict[str, Any] = field(default_factory=dict)
     model_metadata: dict[str, Any] = field(default_factory=dict)
     log_path: str | None = None  # the child's error output
+    deadline: float | None = None  # time.time() when the sweep's time budget runs out
+    backbones: dict = field(default_factory=dict)  # transfer.Backbone by URI
 
 
 @dataclass
@@ -75,6 +77,7 @@ class TrialOutcome:
     record_error: str | None = None  # logging the model failed: why
     record_details: str | None = None
     peak_rss_mib: float | None = None  # of the trial's process, when it had its own
+    stopped_by_budget: bool = False  # the time budget ended its training
 
     def keras_history(self) -> keras.callbacks.History:
         """The form keras-tuner scores a trial from."""
@@ -89,6 +92,35 @@ class TrialProcessFailed(keras_tuner.errors.FailedTrialError):
     def __init__(self, reason: str, details: str | None = None):
         super().__init__(reason)
         self.details = details
+
+
+class Deadline(keras.callbacks.Callback):
+    """Stop training when the sweep's time budget runs out: after the last whole epoch
+    that fits (judged by the longest epoch so far), or at the limit mid-epoch. Early
+    stopping then puts back the best epoch's weights, as after any other stop."""
+
+    def __init__(self, deadline: float):
+        super().__init__()
+        self.deadline = deadline
+        self.stopped = False
+        self._longest = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._started = time.time()
+
+    def on_train_batch_end(self, batch, logs=None):
+        if time.time() >= self.deadline:
+            self._stop()
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = time.time()
+        self._longest = max(self._longest, now - self._started)
+        if now + self._longest > self.deadline:
+            self._stop()
+
+    def _stop(self) -> None:
+        self.stopped = True
+        self.model.stop_training = True
 
 
 class _Reporter(keras.callbacks.Callback):
@@ -109,7 +141,9 @@ def train(job: TrialJob, report: EpochReport, fresh_process: bool = False) -> Tr
     if not fresh_process:  # a fresh process has nothing to clear
         keras.backend.clear_session()
         gc.collect()
-    hypermodel = FaceHyperModel(job.cfg, job.data.input_shape)
+    hypermodel = FaceHyperModel(
+        job.cfg, job.data.input_shape, len(job.data.train), backbones=job.backbones
+    )
     hp = job.hyperparameters
     model = hypermodel.build(hp)
     if job.warm_start:
@@ -117,6 +151,9 @@ def train(job: TrialJob, report: EpochReport, fresh_process: bool = False) -> Tr
     kt_utils.save_json(job.build_config, model.get_build_config())
     objective = keras_tuner.Objective(job.objective, "max" if job.maximize else "min")
     callbacks = [_Reporter(report), tuner_utils.SaveBestEpoch(objective, job.checkpoint)]
+    deadline = Deadline(job.deadline) if job.deadline is not None else None
+    if deadline is not None:
+        callbacks.append(deadline)
     fit = hypermodel.fit(
         hp,
         model,
@@ -129,10 +166,14 @@ def train(job: TrialJob, report: EpochReport, fresh_process: bool = False) -> Tr
         history={name: [float(v) for v in values] for name, values in fit.history.items()},
         epochs=list(fit.epoch),
         probabilities=probabilities(model, job.data.val.x),
+        stopped_by_budget=deadline is not None and deadline.stopped,
     )
     if job.run_id is not None:
         try:
+            from happysad.hypermodel import portable
             from happysad.tracking.models import log_model
+
+            portable(model)
             from happysad.tracking.store import Store
 
             outcome.model_uri = log_model(

@@ -10,6 +10,8 @@ and model, or FAILED with the reason keras-tuner would otherwise swallow.
 from __future__ import annotations
 
 import gc
+import logging
+import statistics
 import time
 import traceback
 from collections import defaultdict
@@ -21,6 +23,7 @@ from keras_tuner.engine import trial as trial_module
 from keras_tuner.src import config as kt_config
 
 from happysad import plots, report, training
+from happysad.budget import Budget, describe
 from happysad.config import SEED_LIMIT, Config, TunerName
 from happysad.data import CLASS_NAMES, ImageData
 from happysad.hypermodel import FaceHyperModel
@@ -31,6 +34,7 @@ from happysad.tracking.runs import SweepRun
 from happysad.trials import TrialRecord, best_by
 
 COMPLETED = trial_module.TrialStatus.COMPLETED
+log = logging.getLogger("happysad")
 
 
 def objective(cfg: Config) -> kt.Objective:
@@ -86,6 +90,7 @@ def make_tuner(
     sweep: SweepRun | None = None,
     data: ImageData | None = None,
     previous: list[dict[str, Any]] | None = None,
+    budget: Budget | None = None,
 ) -> kt.Tuner:
     """The configured keras-tuner tuner; with `sweep`, one that records in MLflow.
 
@@ -113,6 +118,7 @@ def make_tuner(
                 cfg=cfg,
                 data=data,
                 previous=previous or [],
+                budget=budget,
                 **kwargs,
             )
     if cfg.tuner.name is TunerName.hyperband:
@@ -172,10 +178,18 @@ class TrackedTunerMixin:
     """Put before a keras-tuner Tuner class: records its trials in MLflow."""
 
     def __init__(
-        self, *args, sweep: SweepRun, cfg: Config, data: ImageData, previous: list, **kwargs
+        self,
+        *args,
+        sweep: SweepRun,
+        cfg: Config,
+        data: ImageData,
+        previous: list,
+        budget: Budget | None = None,
+        **kwargs,
     ):
         super().__init__(*args, **kwargs)
         self.sweep = sweep
+        self.budget = budget
         self.cfg = cfg
         self.data = data
         self.console: Console | None = None
@@ -191,6 +205,7 @@ class TrackedTunerMixin:
         gc.freeze()
         planned = planned_trials(self, self.cfg)
         self.console = Console(planned, self.cfg.tuner.objective.value, done=len(self.results))
+        self._check_budget()
 
     def on_trial_begin(self, trial):
         super().on_trial_begin(trial)
@@ -201,12 +216,19 @@ class TrackedTunerMixin:
         self._failure: tuple[str, str | None] | None = None  # reason, details
         values = active_values(trial.hyperparameters)
         self.console.trial_begin(trial.trial_id, values)
-        seeds = {
+        tags = {
             names.SEED: str(self.cfg.seed),
             names.DATA_SEED: str(self.cfg.data.seed),
             names.DETERMINISTIC: str(self.cfg.deterministic),
         }
-        self.sweep.start_trial(trial.trial_id, values, tags=seeds)
+        backbone = self.hypermodel.backbones.get(values.get("model.backbone"))
+        if backbone is not None:  # lineage: back to the pretraining run and its data
+            tags |= {
+                names.BACKBONE_URI: backbone.uri,
+                names.BACKBONE_RUN_ID: backbone.run_id,
+                names.BACKBONE_DATA_DIGEST: backbone.data_digest,
+            }
+        self.sweep.start_trial(trial.trial_id, values, tags=tags)
 
     def run_trial(self, trial, data: ImageData, **kwargs):
         """Train the trial (in its own process unless sweep.isolate_trials=false);
@@ -230,6 +252,8 @@ class TrackedTunerMixin:
             epochs=hp.values.get("tuner/epochs", self.cfg.tuner.epochs),
             initial_epoch=hp.values.get("tuner/initial_epoch", 0),
             log_path=str(trial_dir / "process.log") if self.cfg.sweep.isolate_trials else None,
+            deadline=self.budget.deadline if self.budget else None,
+            backbones=self.hypermodel.backbones,
         )
         self._planned_epochs = job.epochs
         if self.cfg.mlflow.log_models:
@@ -283,6 +307,11 @@ class TrackedTunerMixin:
                 self._log_finished(trial, outcome)
                 result.model_uri = outcome.model_uri
                 result.score = float(trial.score)
+                if outcome.stopped_by_budget:
+                    epochs = len(outcome.epochs)
+                    self.sweep.tag_trial(
+                        {names.BUDGET: f"the time budget stopped it after {epochs} epochs"}
+                    )
                 self.sweep.end_trial(FINISHED)
             except Exception as err:  # noqa: BLE001 - recorded on the run, then the search goes on
                 result.reason = f"recording the trial failed: {type(err).__name__}: {err}"
@@ -298,7 +327,27 @@ class TrackedTunerMixin:
         self.console.trial_end(
             trial.trial_id, result.seconds, result.score, result.reason, self._best()
         )
+        self._check_budget()
         gc.collect()
+
+    def _check_budget(self) -> None:
+        """End the search when a trial as long as the median one would not fit in the
+        time budget left: keras-tuner's oracle then starts no new trial."""
+        budget = self.budget
+        if budget is None or budget.ended:
+            return
+        measured = [r.seconds for r in self.results if r.seconds]
+        if budget.room_for_another(measured):
+            return
+        budget.ended = True
+        self.oracle.max_trials = max(len(self.oracle.trials), 1)
+        log.info("")
+        log.info(
+            f"time budget: {describe(max(budget.left(), 0))} of {describe(budget.total)} left, "
+            "less than a trial takes here"
+            + (f" (median {describe(statistics.median(measured))})" if measured else "")
+            + ": no new trial"
+        )
 
     def search(self, *args, **kwargs):
         try:

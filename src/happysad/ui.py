@@ -71,15 +71,15 @@ def main(argv: list[str] | None = None) -> int:
     # Its own process group: `mlflow ui` starts uvicorn workers, and all of them must
     # go when this command does, whatever ended it.
     server = subprocess.Popen(command, start_new_session=True)
-    previous = {s: signal.signal(s, _interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
+    from happysad.startup import signals_stop
+
     try:
-        return server.wait()
+        with signals_stop():
+            return server.wait()
     except KeyboardInterrupt:
         return 0
     finally:
         stop_group(server)
-        for s, handler in previous.items():
-            signal.signal(s, handler)
 
 
 def stop_group(process: subprocess.Popen, grace: float = 10) -> None:
@@ -96,10 +96,6 @@ def stop_group(process: subprocess.Popen, grace: float = 10) -> None:
     except ProcessLookupError:
         pass
     process.wait()
-
-
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt
 
 
 if __name__ == "__main__":

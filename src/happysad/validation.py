@@ -8,11 +8,13 @@ from __future__ import annotations
 from typing import Any
 
 from happysad.config import (
+    NO_BACKBONE,
     SEED_LIMIT,
     Config,
     FolderDataConfig,
     HyperbandTunerConfig,
     IntSpace,
+    Padding,
     Sampling,
     SyntheticDataConfig,
     describe,
@@ -23,6 +25,33 @@ from happysad.errors import ConfigError
 
 def validate(cfg: Config) -> None:
     """Raise ConfigError for what the schema types cannot catch."""
+    check_model_and_data(cfg)
+    tuner = cfg.tuner
+    if tuner.max_trials < 1 or tuner.epochs < 1:
+        raise ConfigError(
+            f"tuner.max_trials={tuner.max_trials} and tuner.epochs={tuner.epochs} must be at least 1"
+        )
+    if tuner.early_stopping_patience < 0 or tuner.max_consecutive_failures < 1:
+        raise ConfigError(
+            f"tuner.early_stopping_patience={tuner.early_stopping_patience} must be at least 0 and "
+            f"tuner.max_consecutive_failures={tuner.max_consecutive_failures} at least 1"
+        )
+    if tuner.time_budget is not None:
+        from happysad import budget
+
+        budget.parse(tuner.time_budget)
+    if isinstance(tuner, HyperbandTunerConfig) and tuner.factor < 2:
+        raise ConfigError(f"tuner.factor={tuner.factor} must be at least 2 for hyperband")
+    if cfg.sweep.name is not None and not _is_safe_name(cfg.sweep.name):
+        raise ConfigError(
+            f"sweep.name={cfg.sweep.name!r} must be letters, digits, '.', '_' or '-' "
+            "(it names a folder and an MLflow run)"
+        )
+
+
+def check_model_and_data(cfg: Any) -> dict[str, Any]:
+    """The checks of the spaces, the model and the data, for any command that builds
+    models from them (sweep, pretrain); returns the searched spaces by name."""
     from happysad.search_space import searchable  # it builds on the types above
 
     # What is searched depends on these two: they must make sense first.
@@ -32,12 +61,31 @@ def validate(cfg: Config) -> None:
     for key, space in spaces.items():
         _check_space(key, space)
         if isinstance(space, IntSpace):
-            lowest = 0 if key == "model.dense_layers" else 1
+            lowest = 0 if key in ZERO_OK else 1
             if any(v < lowest for v in _extremes(space)):
                 raise ConfigError(f"{key} must be at least {lowest} (got {describe(space)})")
-    for key in _FRACTIONS:
+    for key in (k for k in _FRACTIONS if k in spaces):
         if any(not 0.0 <= v < 1.0 for v in _extremes(spaces[key])):
             raise ConfigError(f"{key} must lie in [0, 1) (got {describe(spaces[key])})")
+
+    for uri in space_values(cfg.model.backbone):
+        if uri != NO_BACKBONE and not uri.startswith(BACKBONE_SCHEMES):
+            raise ConfigError(
+                f"model.backbone={uri!r} is neither none nor an MLflow model URI: give the one "
+                "happysad.pretrain printed, like models:/happysad-backbone/1"
+            )
+    if "optimizer.backbone_lr_scale" in spaces and any(
+        v <= 0 for v in _extremes(cfg.optimizer.backbone_lr_scale)
+    ):
+        raise ConfigError(
+            "optimizer.backbone_lr_scale must be above 0 "
+            f"(got {describe(cfg.optimizer.backbone_lr_scale)}): freeze blocks instead"
+        )
+    if cfg.model.padding is not Padding.same and True in space_values(cfg.model.residual):
+        raise ConfigError(
+            "model.residual=true needs model.padding=same: with valid padding a block's "
+            "output no longer has its input's shape to add a shortcut to"
+        )
 
     blocks = cfg.model.filters
     deepest = max(space_values(cfg.model.depth))
@@ -76,24 +124,11 @@ def validate(cfg: Config) -> None:
             raise ConfigError(f"data.num_images={data.num_images} is too few: use at least 20")
         if not 0.0 <= data.hard_fraction <= 1.0:
             raise ConfigError(f"data.hard_fraction={data.hard_fraction} must lie in [0, 1]")
+    return spaces
 
-    tuner = cfg.tuner
-    if tuner.max_trials < 1 or tuner.epochs < 1:
-        raise ConfigError(
-            f"tuner.max_trials={tuner.max_trials} and tuner.epochs={tuner.epochs} must be at least 1"
-        )
-    if tuner.early_stopping_patience < 0 or tuner.max_consecutive_failures < 1:
-        raise ConfigError(
-            f"tuner.early_stopping_patience={tuner.early_stopping_patience} must be at least 0 and "
-            f"tuner.max_consecutive_failures={tuner.max_consecutive_failures} at least 1"
-        )
-    if isinstance(tuner, HyperbandTunerConfig) and tuner.factor < 2:
-        raise ConfigError(f"tuner.factor={tuner.factor} must be at least 2 for hyperband")
-    if cfg.sweep.name is not None and not _is_safe_name(cfg.sweep.name):
-        raise ConfigError(
-            f"sweep.name={cfg.sweep.name!r} must be letters, digits, '.', '_' or '-' "
-            "(it names a folder and an MLflow run)"
-        )
+
+ZERO_OK = ("model.dense_layers", "optimizer.warmup_epochs", "model.frozen_blocks")
+BACKBONE_SCHEMES = ("models:/", "runs:/", "file:", "mlflow-artifacts:")
 
 
 def _is_safe_name(name: str) -> bool:
@@ -137,6 +172,9 @@ _FRACTIONS = (
     "augmentation.translation",
     "augmentation.contrast",
     "augmentation.brightness",
+    "augmentation.erasing",
+    "model.block_dropout",
+    "optimizer.label_smoothing",
 )
 
 

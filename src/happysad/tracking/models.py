@@ -122,6 +122,59 @@ def log_model(
     return info.model_uri
 
 
+def log_backbone(store: Store, run_id: str, model: Any, metadata: dict[str, Any]) -> str:
+    """A pretrained backbone (a Keras model from 0-1 pixels to feature maps), logged on
+    run `run_id` under the name `backbone` in the Keras flavour; its URI."""
+    import numpy as np
+    from mlflow.types.schema import TensorSpec
+
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype("float32"), (-1, *model.input_shape[1:]))]),
+        outputs=Schema([TensorSpec(np.dtype("float32"), (-1, *model.output_shape[1:]))]),
+    )
+    with store.scoped():
+        info = Model.log(
+            artifact_path=None,
+            name="backbone",
+            flavor=mlflow.keras,
+            run_id=run_id,
+            model=model,
+            signature=signature,
+            metadata={"happysad_backbone": metadata},
+            pip_requirements=[
+                f"{p}=={importlib.metadata.version(p)}" for p in ("tensorflow", "keras", "numpy")
+            ],
+        )
+    store.client.set_tag(run_id, names.BACKBONE_URI, info.model_uri)
+    return info.model_uri
+
+
+def fetch_backbone(store: Store, uri: str, dest: Path) -> tuple[Path, dict[str, Any]]:
+    """A backbone logged by happysad.pretrain, downloaded into `dest`: its Keras file
+    and what it was trained on (input shape, preprocessing, blocks, data digest, run).
+    A StoreError says what is wrong with the URI."""
+    from mlflow.artifacts import download_artifacts
+    from mlflow.exceptions import MlflowException
+
+    from happysad.errors import StoreError
+
+    dest.mkdir(parents=True, exist_ok=True)
+    try:
+        with store.scoped():  # models:/ URIs resolve through the store's registry
+            local = Path(download_artifacts(artifact_uri=uri, dst_path=str(dest)))
+    except (MlflowException, OSError) as err:
+        text = getattr(err, "message", str(err))
+        raise StoreError(f"model.backbone={uri} cannot be read from {store.uri}: {text}") from err
+    metadata = (Model.load(str(local / "MLmodel")).metadata or {}).get("happysad_backbone")
+    keras_file = next(local.rglob("*.keras"), None)
+    if metadata is None or keras_file is None:
+        raise StoreError(
+            f"model.backbone={uri} is not a backbone made by happysad.pretrain "
+            "(its MLmodel has no happysad_backbone metadata): pretrain one first"
+        )
+    return keras_file, metadata
+
+
 # What each face detector needs where the model is loaded (the mtcnn package brings its
 # weights inside its wheel, and needs lz4 and joblib to read them).
 DETECTOR_PACKAGES = {"mtcnn": ["mtcnn", "lz4", "joblib"], "haar": ["opencv-python-headless"]}

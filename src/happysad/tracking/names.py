@@ -15,6 +15,7 @@ OVERRIDES = PREFIX + "overrides"  # the command line's overrides
 RESUMES = PREFIX + "resumes"  # how many times a sweep was continued
 MODEL_URI = PREFIX + "model_uri"  # the trial's logged model
 FAILURE = PREFIX + "failure"  # why a trial failed or was stopped
+BUDGET = PREFIX + "budget"  # the time budget stopped this trial, or this sweep
 SEED = PREFIX + "seed"
 DATA_SEED = PREFIX + "data_seed"
 DETERMINISTIC = PREFIX + "deterministic"
@@ -32,7 +33,12 @@ BEST = PREFIX + "best."  # + a hyperparameter's name: the best trial's value
 SOURCE_RUN_ID = PREFIX + "source_run_id"
 TEST = PREFIX + "test_"  # + a metric's name: the version's test metric when registered
 
-ROLE_SWEEP, ROLE_TRIAL = "sweep", "trial"
+ROLE_SWEEP, ROLE_TRIAL, ROLE_BACKBONE = "sweep", "trial", "backbone"
+
+# A pretraining run's backbone, and a trial that started from one (its lineage).
+BACKBONE_URI = PREFIX + "backbone_uri"
+BACKBONE_RUN_ID = PREFIX + "backbone_run_id"
+BACKBONE_DATA_DIGEST = PREFIX + "backbone_data_digest"
 
 # MLflow's own names this project sets or reads.
 PARENT_RUN_ID = "mlflow.parentRunId"

@@ -247,6 +247,9 @@ class SweepRun:
         if file.is_file() and file.stat().st_size > 0:
             self.client.log_artifact(self.trial_run_id, path, folder)
 
+    def tag_trial(self, tags: dict[str, str]) -> None:
+        self._set_tags(self.trial_run_id, tags)
+
     def end_trial(self, status: str, reason: str | None = None, details: str | None = None) -> None:
         if reason:
             self._set_tags(self.trial_run_id, {names.FAILURE: reason[:4000], names.NOTE: reason})
@@ -258,37 +261,60 @@ class SweepRun:
     # --- writing -------------------------------------------------------------------
 
     def _create(self, run_name: str, tags: dict[str, str]) -> str:
-        # resolve_tags adds what MLflow's own start_run would (user, source).
-        run = self.client.create_run(self.experiment_id, tags=resolve_tags(tags), run_name=run_name)
-        return run.info.run_id
+        return create_run(self.store, self.experiment_id, run_name, tags)
 
     def _use_data(self, data_summary: dict[str, Any]) -> None:
         self._dataset = image_dataset(data_summary)
         self._data_digest = data_summary["digest"]
 
     def _log_dataset(self, run_id: str) -> None:
-        dataset = DatasetInput(
-            self._dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, "training")]
-        )
-        self.client.log_inputs(run_id, datasets=[dataset])
+        log_dataset(self.store, run_id, self._dataset)
 
     def _log_params(self, run_id: str, params: dict[str, Any]) -> None:
-        self.client.log_batch(
-            run_id, params=[Param(k, str(v)) for k, v in params.items()], synchronous=True
-        )
+        log_params(self.store, run_id, params)
 
     def _log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
-        now = int(time.time() * 1000)
-        self.client.log_batch(
-            run_id,
-            metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()],
-            synchronous=True,
-        )
+        log_metrics(self.store, run_id, metrics, step)
 
     def _set_tags(self, run_id: str, tags: dict[str, str]) -> None:
-        self.client.log_batch(
-            run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()], synchronous=True
-        )
+        set_tags(self.store, run_id, tags)
+
+
+# --- writing one run, by its id ----------------------------------------------------
+
+
+def create_run(store: Store, experiment_id: str, run_name: str, tags: dict[str, str]) -> str:
+    # resolve_tags adds what MLflow's own start_run would (user, source).
+    run = store.client.create_run(experiment_id, tags=resolve_tags(tags), run_name=run_name)
+    return run.info.run_id
+
+
+def log_dataset(store: Store, run_id: str, dataset: Any) -> None:
+    entity = DatasetInput(
+        dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, "training")]
+    )
+    store.client.log_inputs(run_id, datasets=[entity])
+
+
+def log_params(store: Store, run_id: str, params: dict[str, Any]) -> None:
+    store.client.log_batch(
+        run_id, params=[Param(k, str(v)) for k, v in params.items()], synchronous=True
+    )
+
+
+def log_metrics(store: Store, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+    now = int(time.time() * 1000)
+    store.client.log_batch(
+        run_id,
+        metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()],
+        synchronous=True,
+    )
+
+
+def set_tags(store: Store, run_id: str, tags: dict[str, str]) -> None:
+    store.client.log_batch(
+        run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()], synchronous=True
+    )
 
 
 def image_dataset(summary: dict[str, Any]):

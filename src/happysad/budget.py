@@ -1,0 +1,67 @@
+"""A sweep's time budget (`tuner.time_budget=30m`): keras-tuner has none.
+
+The budget counts the trials' time, across continued runs of the same sweep. The
+sweep starts no trial it cannot finish in what is left, judging by the trials
+measured so far (the median trial's time), and the trial running when the budget
+runs out stops at the end of its last whole epoch that fits, or at the limit if the
+epoch cannot, with its best epoch kept: keras-tuner scores it as any other trial.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+import time
+from dataclasses import dataclass, field
+
+from happysad.errors import ConfigError
+
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])")
+
+
+def parse(text: str) -> float:
+    """'30m', '2h', '1h30m', '90s' -> seconds; a ConfigError for anything else."""
+    compact = str(text).strip().lower().replace(" ", "")
+    parts = _PART.findall(compact)
+    if not parts or "".join(n + u for n, u in parts) != compact:
+        raise ConfigError(
+            f"tuner.time_budget={text!r} is not a duration: write it like 30m, 2h, 1h30m or 90s"
+        )
+    seconds = sum(float(n) * _UNITS[u] for n, u in parts)
+    if seconds <= 0:
+        raise ConfigError(f"tuner.time_budget={text!r} must be above zero")
+    return seconds
+
+
+def describe(seconds: float) -> str:
+    minutes, s = divmod(round(seconds), 60)
+    h, m = divmod(minutes, 60)
+    return "".join(f"{v}{u}" for v, u in ((h, "h"), (m, "m"), (s, "s")) if v) or "0s"
+
+
+@dataclass
+class Budget:
+    """`total` seconds of trials, of which `spent` were used by earlier runs of the sweep."""
+
+    total: float
+    spent: float = 0.0
+    started: float = field(default_factory=time.time)  # wall clock: trial processes share it
+    ended: bool = False  # the budget stopped the search
+
+    @property
+    def deadline(self) -> float:
+        """When the budget runs out, in time.time() seconds."""
+        return self.started + self.total - self.spent
+
+    def left(self) -> float:
+        return self.deadline - time.time()
+
+    def used(self) -> float:
+        return self.total - max(self.left(), 0.0)
+
+    def room_for_another(self, trial_seconds: list[float]) -> bool:
+        """Whether a trial as long as the median of those measured fits in what is
+        left (with nothing measured yet, whether any time is left)."""
+        needed = statistics.median(trial_seconds) if trial_seconds else 0.0
+        return self.left() > needed

@@ -1,0 +1,352 @@
+"""`python -m happysad.pretrain data.path=DIR`: a backbone for sweeps to start from.
+
+It trains one network of the model family (every space pinned) to tell apart the
+classes of a folder with one subfolder per class, for instance FER2013's seven
+expressions, records the run in MLflow (params, per-epoch metrics with the balanced
+accuracy the uneven classes call for, a confusion matrix, the data set) and logs and
+registers its blocks, the *backbone*, as a version of `pretrain.model_name`. A sweep
+then searches `model.backbone=models:/<name>/<version>`: the head is new, the blocks
+start from these weights.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig, OmegaConf  # noqa: E402
+
+from happysad.composition import config_dir, register_configs  # noqa: E402
+from happysad.config import PretrainConfig  # noqa: E402
+from happysad.errors import ConfigError, HappysadError  # noqa: E402
+
+log = logging.getLogger("happysad")
+register_configs()
+
+BACKBONE = "backbone"  # the name of the blocks' own Keras model inside the classifier
+
+
+@dataclass
+class PretrainResult:
+    run_id: str
+    model_uri: str  # the logged backbone
+    registered_uri: str  # models:/<name>/<version>
+    version: str
+    metrics: dict[str, float]
+    epochs: int
+    seconds: float
+
+
+def check(cfg: PretrainConfig) -> dict[str, Any]:
+    """The config's checks, and every space pinned: one model is trained."""
+    from happysad import budget, search_space
+    from happysad.validation import check_model_and_data
+
+    check_model_and_data(cfg)
+    loose = [k for k, space in search_space.searchable(cfg).items() if not _pinned(space)]
+    if loose:
+        raise ConfigError(
+            f"pretraining trains one model, but {', '.join(loose)} "
+            f"{'is' if len(loose) == 1 else 'are'} searched: pin each with .value"
+        )
+    p = cfg.pretrain
+    if p.epochs < 1 or p.early_stopping_patience < 0:
+        raise ConfigError(
+            f"pretrain.epochs={p.epochs} must be at least 1 and "
+            f"pretrain.early_stopping_patience={p.early_stopping_patience} at least 0"
+        )
+    if p.time_budget is not None:
+        budget.parse(p.time_budget)
+    return search_space.summary(cfg)
+
+
+def _pinned(space: Any) -> bool:
+    """One value: pinned, one distinct choice, or a range from a value to itself."""
+    if space.value is not None:
+        return True
+    if space.choices is not None:
+        return len(set(space.choices)) == 1
+    return space.min == space.max
+
+
+def pretrain(cfg: PretrainConfig, config_yaml: str = "") -> PretrainResult:
+    """Train, record and register the backbone; raises a HappysadError the user can act on."""
+    space = check(cfg)
+    import tempfile
+
+    from happysad import startup
+
+    # TensorFlow's start-up lines go to a log recorded on the run, not the console.
+    startup_log = Path(tempfile.mkdtemp(prefix="happysad-pretrain-")) / "startup.log"
+    devices = startup.start_tensorflow(startup_log, trial_server=False)
+    import keras
+    import keras_tuner
+    import numpy as np
+
+    from happysad import data as data_module
+    from happysad import plots, preflight, search_space
+    from happysad.tracking import names, registry
+    from happysad.tracking.models import log_backbone
+    from happysad.tracking.runs import (
+        create_run,
+        environment_tags,
+        image_dataset,
+        log_dataset,
+        log_metrics,
+        log_params,
+        set_tags,
+    )
+    from happysad.tracking.store import Store, local_artifact_root
+
+    started = time.monotonic()
+    images = data_module.load_classes(cfg.data)
+    classes = images.class_names
+    counts = {name: int((images.train.y == i).sum()) for i, name in enumerate(classes)}
+    log.info(
+        f"data: {images.path} ({len(classes)} classes, digest {images.digest}): train "
+        f"{len(images.train)} ({', '.join(f'{k} {v}' for k, v in counts.items())}), "
+        f"validation {len(images.val)}"
+    )
+    store = Store.resolve(cfg.mlflow.tracking_uri)
+    preflight.check_store(store.uri, local_artifact_root(store.uri))
+    experiment_id = store.open_experiment(cfg.mlflow.experiment)
+    log.info(devices)
+    log.info(f"MLflow store: {store.uri} (experiment '{cfg.mlflow.experiment}')")
+
+    hp = keras_tuner.HyperParameters()
+    batch_size = search_space.batch_size(cfg, hp)
+    drawn = search_space.draw(cfg, hp)
+    keras.utils.set_random_seed(cfg.seed)
+    model = classifier(cfg, drawn, images.input_shape, len(classes), len(images.train), batch_size)
+
+    name = f"pretrain-{Path(images.path).parent.name}-{datetime.now():%Y%m%d-%H%M%S}"
+    summary = images.summary()
+    run_id = create_run(
+        store,
+        experiment_id,
+        name,
+        {
+            **environment_tags(),
+            names.ROLE: names.ROLE_BACKBONE,
+            names.DATA_DIGEST: images.digest,
+        },
+    )
+    status, reason = names.FAILED, None
+    try:
+        log_params(
+            store,
+            run_id,
+            {
+                **{k: v for k, v in hp.values.items()},
+                **{f"pretrain.{k}": v for k, v in vars(cfg.pretrain).items()},
+                **{f"data.{k}": v for k, v in summary.items()},
+                "data.classes": ",".join(classes),
+                "seed": cfg.seed,
+            },
+        )
+        log_dataset(store, run_id, image_dataset(summary))
+        store.client.log_dict(run_id, space, "config/search_space.json")
+        if config_yaml:
+            store.client.log_text(run_id, config_yaml, "config/config.yaml")
+
+        def report(epoch: int, metrics: dict[str, float], seconds: float) -> None:
+            log_metrics(store, run_id, {**metrics, "epoch_time": seconds}, step=epoch)
+            shown = "  ".join(
+                f"{k} {metrics[k]:.4f}"
+                for k in ("loss", "accuracy", "val_accuracy", "val_balanced_accuracy")
+                if k in metrics
+            )
+            log.info(f"  epoch {epoch + 1}/{cfg.pretrain.epochs}  {shown}  ({seconds:.1f} s)")
+
+        history = fit(cfg, model, images, batch_size, report)
+        prob = model.predict(images.val.x, batch_size=256, verbose=0)
+        predicted = prob.argmax(axis=1)
+        truth = images.val.y.astype(int)
+        confusion = np.zeros((len(classes), len(classes)), dtype=int)
+        np.add.at(confusion, (truth, predicted), 1)
+        recall = confusion.diagonal() / np.maximum(confusion.sum(axis=1), 1)
+        metrics = {
+            "val_balanced_accuracy": float(recall.mean()),
+            "val_accuracy": float((predicted == truth).mean()),
+            "best_epoch": float(history.best_epoch),
+            **{f"val_recall_{c}": float(r) for c, r in zip(classes, recall, strict=True)},
+        }
+        log_metrics(store, run_id, metrics, step=len(history.epochs))
+        store.client.log_figure(
+            run_id,
+            plots.confusion_matrix(confusion, classes, "validation (best epoch)"),
+            "plots/val_confusion_matrix.png",
+        )
+        backbone = model.get_layer(BACKBONE)
+        metadata = {
+            "input_shape": list(images.input_shape),
+            "preprocessing": images.preprocessing.to_dict(),
+            "blocks": drawn.depth,
+            "classes": list(classes),
+            "data_digest": images.digest,
+            "data_path": images.path,
+            "run_id": run_id,
+            "model": {k: v for k, v in hp.values.items() if k.startswith("model.")},
+        }
+        model_uri = log_backbone(store, run_id, backbone, metadata)
+        tags = {
+            names.SOURCE_RUN_ID: run_id,
+            names.DATA_DIGEST: images.digest,
+            **{names.TEST + k: f"{v:.6g}" for k, v in metrics.items() if k.startswith("val_")},
+        }
+        version = registry.register(store, cfg.pretrain.model_name, model_uri, tags)
+        if history.stopped_by_budget:
+            set_tags(store, run_id, {names.BUDGET: "the time budget stopped the training"})
+        status = names.FINISHED
+    except KeyboardInterrupt:
+        status, reason = names.KILLED, "stopped by the user (Ctrl-C or SIGTERM)"
+        raise
+    except BaseException as err:
+        reason = f"{type(err).__name__}: {err}"
+        raise
+    finally:
+        if reason:
+            set_tags(store, run_id, {names.NOTE: reason})
+        if startup_log.is_file():
+            store.client.log_artifact(run_id, str(startup_log), "logs")
+        store.client.set_terminated(run_id, status)
+    registered = f"models:/{cfg.pretrain.model_name}/{version}"
+    return PretrainResult(
+        run_id=run_id,
+        model_uri=model_uri,
+        registered_uri=registered,
+        version=version,
+        metrics=metrics,
+        epochs=len(history.epochs),
+        seconds=time.monotonic() - started,
+    )
+
+
+def classifier(cfg, drawn, input_shape, classes: int, train_size: int, batch_size: int):
+    """Pixels -> rescaling -> augmentation -> the backbone (the drawn blocks, a Keras
+    model of its own) -> the drawn head -> softmax over the classes."""
+    import keras
+    from keras import layers
+
+    from happysad import hypermodel
+
+    pixels = keras.Input(shape=input_shape, name="pixels")  # 0-1, rescaled
+    backbone = keras.Model(
+        pixels, hypermodel.blocks(pixels, drawn, cfg.model.padding.value), name=BACKBONE
+    )
+    inputs, x = hypermodel.stem(cfg, drawn, input_shape)
+    x = hypermodel.head(backbone(x), drawn)
+    outputs = layers.Dense(classes, activation="softmax", name="classes")(x)
+    model = keras.Model(inputs, outputs, name="happysad_pretrain")
+    steps = -(-train_size // batch_size)
+    model.compile(
+        optimizer=hypermodel.optimizer_for(
+            drawn, (drawn.warmup_epochs * steps, cfg.pretrain.epochs * steps)
+        ),
+        loss=keras.losses.CategoricalCrossentropy(label_smoothing=drawn.label_smoothing),
+        metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
+    )
+    return model
+
+
+@dataclass
+class FitHistory:
+    epochs: list[int]
+    best_epoch: int
+    stopped_by_budget: bool
+
+
+def fit(cfg: PretrainConfig, model, images, batch_size: int, report) -> FitHistory:
+    """Train with the balanced accuracy on validation computed each epoch (early
+    stopping watches it), the time budget, and the best epoch's weights kept."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from happysad import budget, training
+
+    classes = len(images.class_names)
+
+    def dataset(split, shuffle: bool):
+        ds = tf.data.Dataset.from_tensor_slices((split.x, tf.one_hot(split.y.astype(int), classes)))
+        if shuffle:
+            ds = ds.shuffle(len(split), seed=cfg.seed, reshuffle_each_iteration=True)
+        return ds.batch(batch_size).prefetch(tf.data.AUTOTUNE)
+
+    class Balanced(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self._started = time.monotonic()
+
+        def on_epoch_end(self, epoch, logs=None):
+            predicted = self.model.predict(images.val.x, batch_size=256, verbose=0).argmax(1)
+            truth = images.val.y.astype(int)
+            recalls = [
+                float((predicted[truth == c] == c).mean())
+                for c in range(classes)
+                if (truth == c).any()
+            ]
+            logs["val_balanced_accuracy"] = float(np.mean(recalls))
+            report(epoch, {k: float(v) for k, v in logs.items()}, time.monotonic() - self._started)
+
+    p = cfg.pretrain
+    stop = keras.callbacks.EarlyStopping(
+        monitor="val_balanced_accuracy",
+        mode="max",
+        patience=p.early_stopping_patience or p.epochs + 1,
+        restore_best_weights=True,
+    )
+    callbacks = [Balanced(), stop]
+    deadline = None
+    if p.time_budget:
+        deadline = training.Deadline(time.time() + budget.parse(p.time_budget))
+        callbacks.append(deadline)
+    fitted = model.fit(
+        dataset(images.train, shuffle=True),
+        validation_data=dataset(images.val, shuffle=False),
+        epochs=p.epochs,
+        callbacks=callbacks,
+        class_weight=images.class_weight,
+        shuffle=False,  # the pipeline shuffles
+        verbose=0,
+    )
+    return FitHistory(
+        epochs=list(fitted.epoch),
+        best_epoch=int(stop.best_epoch),
+        stopped_by_budget=bool(deadline and deadline.stopped),
+    )
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="pretrain")
+def main(cfg: DictConfig) -> None:
+    from happysad.startup import signals_stop
+
+    try:
+        with signals_stop():
+            result = pretrain(OmegaConf.to_object(cfg), OmegaConf.to_yaml(cfg, resolve=True))
+    except KeyboardInterrupt:
+        log.warning("pretraining stopped; its MLflow run is marked KILLED")
+        sys.exit(130)
+    except HappysadError as err:
+        log.error(f"error: {err}")
+        sys.exit(2 if isinstance(err, ConfigError) else 1)
+    m = result.metrics
+    log.info(
+        f"backbone pretrained in {result.seconds / 60:.1f} min ({result.epochs} epochs, best "
+        f"{int(m['best_epoch']) + 1}): validation balanced accuracy "
+        f"{m['val_balanced_accuracy']:.4f}, accuracy {m['val_accuracy']:.4f}"
+    )
+    log.info(f"registered as {result.registered_uri} (run {result.run_id})")
+    log.info(f"a sweep starts from it with model.backbone={result.registered_uri}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""Pretraining a backbone on a tiny many-class folder drawn at test time: the run, its
+metrics, the logged and registered backbone, and the errors a user can make."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from happysad.composition import compose
+from happysad.errors import ConfigError, DataError
+from happysad.pretrain import check, pretrain
+from happysad.tracking import names
+from happysad.tracking.store import Store
+
+CLASSES = ("angry", "neutral", "surprise")
+
+
+def _folder(root, per_class=24, size=20):
+    """Three classes a small network tells apart at once: a bar, a ring, a spot."""
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:size, :size]
+    for label, name in enumerate(CLASSES):
+        (root / name).mkdir(parents=True)
+        for i in range(per_class):
+            noise = rng.integers(0, 60, (size, size))
+            c = size / 2 + rng.uniform(-2, 2)
+            r = np.hypot(yy - c, xx - c)
+            shape = [abs(yy - c) < 2, abs(r - size / 3) < 1.5, r < size / 5][label]
+            pixels = np.clip(noise + 180 * shape, 0, 255).astype(np.uint8)
+            Image.fromarray(pixels, "L").save(root / name / f"{i}.png")
+    return root
+
+
+def _config(tmp_path, store_uri, *extra):
+    cfg = compose(
+        [
+            f"data.path={tmp_path / 'faces'}",
+            "data.image_size=16",
+            f"data.cache_dir={tmp_path / 'cache'}",
+            "data.val_fraction=0.25",
+            "data.batch_size.value=16",
+            "model.depth.value=2",
+            "model.filters=[{value:8},{value:16}]",
+            "model.convs_per_block.value=1",
+            "pretrain.epochs=2",
+            f"mlflow.tracking_uri={store_uri}",
+            *extra,
+        ],
+        name="pretrain",
+    )
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_object(cfg)
+
+
+@pytest.mark.slow
+def test_a_backbone_is_pretrained_recorded_and_registered(tmp_path, store_uri):
+    _folder(tmp_path / "faces")
+    result = pretrain(_config(tmp_path, store_uri))
+
+    assert result.epochs == 2 and result.version == "1"
+    assert result.registered_uri == "models:/happysad-backbone/1"
+    assert 0 <= result.metrics["val_balanced_accuracy"] <= 1
+    store = Store(store_uri)
+    run = store.client.get_run(result.run_id)
+    assert run.info.status == "FINISHED" and run.data.tags[names.ROLE] == names.ROLE_BACKBONE
+    assert run.data.params["data.classes"] == ",".join(CLASSES)
+    assert run.data.params["model.conv"] == "separable"
+    history = store.client.get_metric_history(result.run_id, "val_balanced_accuracy")
+    assert [m.step for m in history][:2] == [0, 1]
+    assert {f"val_recall_{c}" for c in CLASSES} <= run.data.metrics.keys()
+    (version,) = store.client.search_model_versions("name = 'happysad-backbone'")
+    assert version.tags[names.SOURCE_RUN_ID] == result.run_id
+    assert version.tags[names.DATA_DIGEST] == run.data.tags[names.DATA_DIGEST]
+    # The backbone alone: 0-1 pixels in, the last block's feature maps out.
+    backbone = store.load_keras(result.registered_uri)
+    assert backbone.input_shape == (None, 16, 16, 1)
+    assert backbone.output_shape == (None, 4, 4, 16)
+    # A second run is a second version.
+    again = pretrain(_config(tmp_path, store_uri, "pretrain.epochs=1"))
+    assert again.version == "2"
+
+
+def test_every_space_must_be_pinned(tmp_path, store_uri):
+    cfg = _config(tmp_path, store_uri, "model.conv.value=null", "model.conv.choices=[plain]")
+    check(cfg)  # one choice is one model
+    cfg = _config(
+        tmp_path,
+        store_uri,
+        "optimizer.learning_rate.value=null",
+        "optimizer.learning_rate.min=0.001",
+        "optimizer.learning_rate.max=0.01",
+    )
+    with pytest.raises(ConfigError, match="optimizer.learning_rate is searched: pin each"):
+        check(cfg)
+
+
+def test_a_folder_with_one_class_is_refused(tmp_path, store_uri):
+    (tmp_path / "faces" / "only").mkdir(parents=True)
+    with pytest.raises(DataError, match="a backbone needs at least two classes"):
+        pretrain(_config(tmp_path, store_uri))
+
+
+@pytest.mark.slow
+def test_a_sweep_starts_from_a_pretrained_backbone(tmp_path, store_uri, tiny):
+    """Trials on a backbone: its blocks, the first frozen, lineage tags on each run, and
+    a logged model that loads with MLflow alone."""
+    import numpy as np
+
+    from happysad.sweep import run_sweep
+    from tests.conftest import compose_config
+
+    _folder(tmp_path / "faces")
+    pretrained = pretrain(_config(tmp_path, store_uri, "pretrain.epochs=1"))
+    uri = pretrained.registered_uri
+    result = run_sweep(
+        compose_config(
+            [
+                *tiny,
+                "data.image_size=16",
+                f"model.backbone.value='{uri}'",
+                "model.frozen_blocks.value=1",
+                "optimizer.backbone_lr_scale.value=0.5",
+                "model.head.value=average",
+                "model.dense_layers.value=0",
+                "sweep.name=transfer",
+            ]
+        )
+    )
+    store = Store(store_uri)
+    trials = store.children(result.parent_run_id, result.experiment_id)
+    assert len(trials) == 2 and all(t.info.status == "FINISHED" for t in trials)
+    for trial in trials:
+        tags, params = trial.data.tags, trial.data.params
+        assert tags[names.BACKBONE_URI] == uri
+        assert tags[names.BACKBONE_RUN_ID] == pretrained.run_id
+        assert (
+            tags[names.BACKBONE_DATA_DIGEST]
+            == store.run(pretrained.run_id).data.tags[names.DATA_DIGEST]
+        )
+        assert params["model.frozen_blocks"] == "1" and "model.depth" not in params
+    # The frozen block is the pretrained one; the other learned (at half the rate).
+    model = store.load_keras(result.best.model_uri)  # compiles: plain Keras classes only
+    blocks = model.get_layer("backbone")
+    original = store.load_keras(uri)
+    for name, same in (("block0_conv0", True), ("block1_conv0", False)):
+        ours, theirs = (
+            blocks.get_layer(name).get_weights()[0],
+            original.get_layer(name).get_weights()[0],
+        )
+        assert np.array_equal(ours, theirs) == same, name
+
+
+def test_a_backbone_for_other_pixels_is_refused_before_training(tmp_path, store_uri, tiny):
+    from happysad.sweep import run_sweep
+    from tests.conftest import compose_config
+
+    _folder(tmp_path / "faces")
+    uri = pretrain(_config(tmp_path, store_uri, "pretrain.epochs=1")).registered_uri
+    with pytest.raises(ConfigError, match=r"was pretrained on \(16, 16, 1\) images"):
+        run_sweep(compose_config([*tiny, f"model.backbone.value='{uri}'", "sweep.name=misfit"]))
+    with pytest.raises(ConfigError, match="neither none nor an MLflow model URI"):
+        run_sweep(compose_config([*tiny, "model.backbone.value=resnet50"]))
