@@ -25,11 +25,13 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from happysad import search_space  # noqa: E402
+from happysad import (
+    progress,  # noqa: E402
+    search_space,  # noqa: E402
+)
 from happysad.composition import config_dir, register_configs, to_typed  # noqa: E402
 from happysad.config import Config  # noqa: E402
 from happysad.errors import ConfigError, HappysadError, SweepFailed, SweepInterrupted  # noqa: E402
-from happysad.progress import duration, value  # noqa: E402
 from happysad.trials import TrialRecord, best_by  # noqa: E402
 
 log = logging.getLogger("happysad")
@@ -97,7 +99,7 @@ def run_sweep(
     startup_log = Path(typed.sweep.dir) / name / "startup.log"
     startup_log.unlink(missing_ok=True)
     devices = startup.start_tensorflow(startup_log, trial_server=typed.sweep.isolate_trials)
-    _log_data(images)
+    progress.data_summary(images)
     log.info(devices)
     store = Store.resolve(typed.mlflow.tracking_uri)
     uri = store.uri
@@ -164,7 +166,7 @@ def run_sweep(
     except BaseException as err:
         sweep.end(names.FAILED, reason=f"{type(err).__name__}: {err}")
         raise
-    _log_summary(result, typed, time.monotonic() - started)
+    progress.sweep_summary(result, typed, time.monotonic() - started)
     if result.best is None or result.stopped_early:
         reasons = "; ".join(f"trial-{r.trial_id}: {r.reason}" for r in result.failed[:3])
         what = result.stopped_early or "every trial failed"
@@ -300,87 +302,6 @@ def _sweep_params(cfg: Config) -> dict[str, Any]:
         "tuner.early_stopping_patience": t.early_stopping_patience,
         "tuner.time_budget": t.time_budget or "none",
     }
-
-
-def _log_data(images) -> None:
-    from happysad.data import CLASS_NAMES
-
-    s = images.summary()
-    p = images.preprocessing
-    log.info(
-        f"data: {s['path']} ({p.image_size}x{p.image_size} {p.color_mode}, digest {s['digest']}"
-        f"{', decoded earlier' if images.from_cache else ''}): train {s['train_images']} "
-        f"(happy {s['train_happy']}, sad {s['train_sad']}), validation {s['val_images']}, "
-        f"test {s['test_images']}"
-    )
-    if images.skipped:
-        reasons = ", ".join(f"{n} {kind}" for kind, n in images.skipped_by_reason().most_common())
-        log.warning(
-            f"skipped {len(images.skipped)} files: {reasons} "
-            "(each listed with its reason in the sweep's data/skipped_files.csv)"
-        )
-    dropped = images.duplicates.get("dropped_across_splits", 0)
-    if dropped:
-        log.warning(
-            f"{dropped} exact duplicates that would sit on both sides of a split were kept on one side only"
-        )
-    if images.class_weight:
-        weights = ", ".join(
-            f"{CLASS_NAMES[c]} {w:.2f}" for c, w in sorted(images.class_weight.items())
-        )
-        log.info(f"class weights (data.class_weight=balanced): {weights}")
-
-
-def _log_summary(result: SweepResult, cfg: Config, seconds: float) -> None:
-    objective = cfg.tuner.objective.value
-    finished = len(result.results) - len(result.failed)
-    log.info("")
-    log.info(
-        f"sweep '{result.name}' done in {duration(seconds)}: {len(result.results)} "
-        f"trial{'' if len(result.results) == 1 else 's'}, "
-        f"{finished} finished, {len(result.failed)} failed"
-    )
-    if result.budget_ended:
-        log.info(result.budget_ended)
-    best = result.best
-    if best is not None:
-        log.info(f"best: trial-{best.trial_id} with {objective} {best.score:.4f}")
-        for key, v in best.hyperparameters.items():
-            log.info(f"  {key:<28} {value(v)}")
-        if result.test_metrics:
-            shown = "  ".join(
-                f"{k.removeprefix('test_')} {v:.4f}" for k, v in result.test_metrics.items()
-            )
-            log.info(f"test split (never used for selection): {shown}")
-    log.info(f"MLflow parent run: {result.parent_run_id} (experiment id {result.experiment_id})")
-    if result.tracking_uri.startswith(("http://", "https://")):
-        runs_page = f"#/experiments/{result.experiment_id}/runs"
-        log.info(f"see the runs in the MLflow UI: {result.tracking_uri.rstrip('/')}/{runs_page}")
-    # The next commands, each told this sweep's store as every happysad command finds it.
-    run = f"MLFLOW_TRACKING_URI={result.tracking_uri} {_beside_python('python')} -m happysad."
-    log.info("next:")
-    steps = [
-        ("ui", "the MLflow UI, open on this sweep"),
-        (f"compare {result.name}", "this sweep's top trials side by side"),
-        (f"promote sweep.name={result.name}", "register its best model, champion if it earns it"),
-        ("predict photo.jpg album/", "find and classify the faces in photos with the champion"),
-    ]
-    if best is None or not best.model_uri:
-        steps = steps[:2]
-    width = max(len(command) for command, _ in steps)
-    for command, what in steps:
-        log.info(f"  {run}{command:<{width}}  # {what}")
-
-
-def _beside_python(program: str) -> str:
-    """A program of this environment, as a path to type from here (.venv/bin/mlflow)."""
-    path = Path(sys.executable).parent / program
-    if not path.exists():
-        return program
-    try:
-        return str(path.relative_to(Path.cwd()))
-    except ValueError:
-        return str(path)
 
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="config")
