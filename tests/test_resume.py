@@ -257,7 +257,9 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_go_on(tmp_path, image_cache, signu
 
 def test_an_all_failing_sweep_exits_non_zero_with_the_reasons(tmp_path, image_cache):
     done = subprocess.run(
-        _command(image_cache, "model.depth.value=4", "model.kernel_size.value=5"),
+        _command(
+            image_cache, "model.padding=valid", "model.depth.value=4", "model.kernel_size.value=5"
+        ),
         cwd=tmp_path,
         capture_output=True,
         text=True,
