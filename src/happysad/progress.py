@@ -36,6 +36,7 @@ class Console:
         self.started = time.monotonic()
         self.durations: list[float] = []
         self.begun = done  # trials an earlier run of this sweep finished
+        self.deadline: float | None = None  # time.time() when the time budget runs out
 
     def trial_begin(self, trial_id: str, hyperparameters: dict[str, Any]) -> None:
         self.begun += 1
@@ -71,7 +72,10 @@ class Console:
         if self.planned:
             remaining = max(self.planned - self.begun, 0)
             mean = sum(self.durations) / len(self.durations)
-            left = f", about {duration(remaining * mean)} left"
+            estimate = remaining * mean
+            if self.deadline is not None:  # the time budget ends it sooner
+                estimate = min(estimate, max(self.deadline - time.time(), 0))
+            left = f", about {duration(estimate)} left"
         log.info(
             f"trial-{trial_id} done in {duration(seconds)}: {outcome} | {best_text} | "
             f"elapsed {duration(elapsed)}{left}"

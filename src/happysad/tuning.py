@@ -205,6 +205,7 @@ class TrackedTunerMixin:
         gc.freeze()
         planned = planned_trials(self, self.cfg)
         self.console = Console(planned, self.cfg.tuner.objective.value, done=len(self.results))
+        self.console.deadline = self.budget.deadline if self.budget else None
         self._check_budget()
 
     def on_trial_begin(self, trial):
