@@ -43,8 +43,11 @@ def learning_curves(
 
 
 def confusion_matrix(counts: np.ndarray, class_names: Sequence[str], title: str) -> Figure:
-    """Counts with row percentages; rows are the true class, columns the prediction."""
-    fig = Figure(figsize=(4.2, 3.8))
+    """Counts with row percentages; rows are the true class, columns the prediction.
+    Two classes get large numbers; more (a pretraining run's) a larger, denser grid."""
+    n = len(class_names)
+    many = n > 3
+    fig = Figure(figsize=(4.2, 3.8) if not many else (1.0 * n + 1.6, 0.9 * n + 1.4))
     ax = fig.subplots()
     rows = counts.sum(axis=1, keepdims=True)
     share = np.divide(counts, rows, out=np.zeros(counts.shape, float), where=rows > 0)
@@ -59,14 +62,19 @@ def confusion_matrix(counts: np.ndarray, class_names: Sequence[str], title: str)
                 ha="center",
                 va="center",
                 color=color,
-                fontsize=12,
+                fontsize=9 if many else 12,
             )
-    ax.set_xticks(range(len(class_names)), class_names)
-    ax.set_yticks(range(len(class_names)), class_names)
+    ax.set_xticks(
+        range(n), class_names, rotation=35 if many else 0, ha="right" if many else "center"
+    )
+    ax.set_yticks(range(n), class_names)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(title)
-    fig.subplots_adjust(left=0.18, right=0.95, bottom=0.14, top=0.9)
+    if many:
+        fig.tight_layout()
+    else:
+        fig.subplots_adjust(left=0.18, right=0.95, bottom=0.14, top=0.9)
     return fig
 
 
