@@ -81,6 +81,9 @@ def test_runs_and_models_land_in_the_given_store_not_the_global_one(tmp_path, mo
     assert parent.data.params["tuner.objective"] == "val_accuracy"
     (trial,) = store.finished_trials(parent)
     assert trial.info.run_id == trial_run and trial.data.tags[names.MODEL_URI] == model_uri
+    # The model belongs to the run's experiment (MLflow would put it in its current one).
+    logged = store.client.get_logged_model(model_uri.removeprefix("models:/"))
+    assert logged.experiment_id == experiment_id and logged.source_run_id == trial_run
     assert trial.data.tags[names.PARENT_RUN_ID] == parent.info.run_id
     assert trial.data.tags["mlflow.user"]  # what MLflow's own start_run would add
     history = store.client.get_metric_history(trial_run, "val_accuracy")

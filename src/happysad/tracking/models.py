@@ -105,7 +105,9 @@ def log_model(
 ) -> str:
     """The trained model, logged on run `run_id` of `store` under the name `model`,
     with its preprocessing and pinned requirements; its URI."""
-    with store.scoped():  # MLflow's model logging reads the global tracking URI
+    experiment_id = store.client.get_run(run_id).info.experiment_id
+    # MLflow's model logging reads the global tracking URI and current experiment.
+    with store.scoped(experiment_id):
         info = Model.log(
             artifact_path=None,
             name="model",
@@ -132,7 +134,7 @@ def log_backbone(store: Store, run_id: str, model: Any, metadata: dict[str, Any]
         inputs=Schema([TensorSpec(np.dtype("float32"), (-1, *model.input_shape[1:]))]),
         outputs=Schema([TensorSpec(np.dtype("float32"), (-1, *model.output_shape[1:]))]),
     )
-    with store.scoped():
+    with store.scoped(store.client.get_run(run_id).info.experiment_id):
         info = Model.log(
             artifact_path=None,
             name="backbone",

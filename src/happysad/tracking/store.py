@@ -119,20 +119,27 @@ class Store:
         return f"Store({self.uri!r})"
 
     @contextmanager
-    def scoped(self) -> Iterator[None]:
+    def scoped(self, experiment_id: str | None = None) -> Iterator[None]:
         """MLflow's global tracking and registry URI set to this store for the length of
-        a call into MLflow code that reads them (model logging, loading, registering)."""
+        a call into MLflow code that reads them (model logging, loading, registering),
+        and its current experiment to `experiment_id` when given (a logged model is
+        created in the current experiment, not its run's)."""
+        from mlflow.tracking import fluent
         from mlflow.tracking._model_registry import utils as registry_utils
         from mlflow.tracking._tracking_service import utils as tracking_utils
 
         # MLflow's setters also export the URIs to the environment: put back both.
         saved = (tracking_utils._tracking_uri, registry_utils._registry_uri)
         variables = {v: os.environ.get(v) for v in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+        experiment = fluent._active_experiment_id
         tracking_utils.set_tracking_uri(self.uri)
         registry_utils.set_registry_uri(self.uri)
+        if experiment_id is not None:
+            fluent._active_experiment_id = experiment_id
         try:
             yield
         finally:
+            fluent._active_experiment_id = experiment
             tracking_utils.set_tracking_uri(saved[0])
             registry_utils._registry_uri = saved[1]
             for variable, value in variables.items():
