@@ -102,7 +102,8 @@ class FaceHyperModel(keras_tuner.HyperModel):
         x = head(x, drawn)
         outputs = layers.Dense(1, activation="sigmoid", name="happy")(x)
         model = keras.Model(inputs, outputs, name="happysad_cnn")
-        optimizer = optimizer_for(drawn, self._schedule_steps(hp, drawn))
+        per_epoch = math.ceil(self.train_size / search_space.batch_size(self.cfg, hp))
+        optimizer = optimizer_for(drawn, per_epoch, self.cfg.tuner.epochs)
         if backbone is not None:
             optimizer = transfer.scaled(
                 optimizer, backbone.trainable_variables, drawn.backbone_lr_scale
@@ -113,15 +114,6 @@ class FaceHyperModel(keras_tuner.HyperModel):
             metrics=_metrics(),
         )
         return model
-
-    def _schedule_steps(self, hp, drawn: search_space.Drawn) -> tuple[int, int]:
-        """The cosine schedule's warm-up and total steps: (0, 0) for the others."""
-        if drawn.schedule is not Schedule.cosine:
-            return 0, 0
-        if not self.train_size:
-            raise ValueError("the cosine schedule needs the number of training images")
-        per_epoch = math.ceil(self.train_size / search_space.batch_size(self.cfg, hp))
-        return drawn.warmup_epochs * per_epoch, self.cfg.tuner.epochs * per_epoch
 
     def fit(self, hp, model, data: ImageData, callbacks=None, epochs=None, **kwargs):
         batch_size = search_space.batch_size(self.cfg, hp)
@@ -136,13 +128,9 @@ class FaceHyperModel(keras_tuner.HyperModel):
             patience=patience,
             restore_best_weights=True,
         )
-        extra = []
-        if search_space.draw(self.cfg, hp).schedule is Schedule.plateau:
-            extra.append(
-                keras.callbacks.ReduceLROnPlateau(
-                    monitor=objective, mode=tuner.objective.direction, factor=0.5, patience=2
-                )
-            )
+        extra = schedule_callbacks(
+            search_space.draw(self.cfg, hp), objective, tuner.objective.direction
+        )
         return model.fit(
             to_dataset(data.train, batch_size, shuffle=True, seed=self.cfg.seed),
             validation_data=to_dataset(data.val, batch_size, shuffle=False, seed=self.cfg.seed),
@@ -152,6 +140,14 @@ class FaceHyperModel(keras_tuner.HyperModel):
             shuffle=False,  # the pipeline shuffles
             **{"verbose": 0, **kwargs},
         )
+
+
+def schedule_callbacks(drawn: search_space.Drawn, monitor: str, mode: str) -> list:
+    """The plateau schedule's callback when it is drawn: the learning rate halved when
+    `monitor` has not improved for 2 epochs."""
+    if drawn.schedule is not Schedule.plateau:
+        return []
+    return [keras.callbacks.ReduceLROnPlateau(monitor=monitor, mode=mode, factor=0.5, patience=2)]
 
 
 def _metrics() -> list:
@@ -268,10 +264,17 @@ def augmentation_layers(cfg: Config, strength: dict[str, float]) -> list[layers.
     return stack
 
 
-def optimizer_for(drawn: search_space.Drawn, steps: tuple[int, int]) -> keras.optimizers.Optimizer:
+def optimizer_for(
+    drawn: search_space.Drawn, steps_per_epoch: int, epochs: int
+) -> keras.optimizers.Optimizer:
+    """The drawn optimizer at the drawn learning rate, on the cosine schedule (over
+    `epochs` of `steps_per_epoch`) when that is drawn."""
     lr = drawn.learning_rate
-    warmup, total = steps
-    if total:  # cosine: from 0 up to the drawn rate over the warm-up, then down to 0
+    if drawn.schedule is Schedule.cosine:
+        # From 0 up to the drawn rate over the warm-up, then down to 0.
+        if not steps_per_epoch:
+            raise ValueError("the cosine schedule needs the number of training images")
+        warmup, total = drawn.warmup_epochs * steps_per_epoch, epochs * steps_per_epoch
         lr = keras.optimizers.schedules.CosineDecay(
             0.0 if warmup else lr,
             decay_steps=max(1, total - warmup),

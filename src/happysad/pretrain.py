@@ -167,7 +167,7 @@ def pretrain(cfg: PretrainConfig, config_yaml: str = "") -> PretrainResult:
             )
             log.info(f"  epoch {epoch + 1}/{cfg.pretrain.epochs}  {shown}  ({seconds:.1f} s)")
 
-        history = fit(cfg, model, images, batch_size, report)
+        history = fit(cfg, model, drawn, images, batch_size, report)
         prob = model.predict(images.val.x, batch_size=256, verbose=0)
         predicted = prob.argmax(axis=1)
         truth = images.val.y.astype(int)
@@ -247,10 +247,9 @@ def classifier(cfg, drawn, input_shape, classes: int, train_size: int, batch_siz
     x = hypermodel.head(backbone(x), drawn)
     outputs = layers.Dense(classes, activation="softmax", name="classes")(x)
     model = keras.Model(inputs, outputs, name="happysad_pretrain")
-    steps = -(-train_size // batch_size)
     model.compile(
         optimizer=hypermodel.optimizer_for(
-            drawn, (drawn.warmup_epochs * steps, cfg.pretrain.epochs * steps)
+            drawn, -(-train_size // batch_size), cfg.pretrain.epochs
         ),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=drawn.label_smoothing),
         metrics=[keras.metrics.CategoricalAccuracy(name="accuracy")],
@@ -265,14 +264,14 @@ class FitHistory:
     stopped_by_budget: bool
 
 
-def fit(cfg: PretrainConfig, model, images, batch_size: int, report) -> FitHistory:
+def fit(cfg: PretrainConfig, model, drawn, images, batch_size: int, report) -> FitHistory:
     """Train with the balanced accuracy on validation computed each epoch (early
     stopping watches it), the time budget, and the best epoch's weights kept."""
     import keras
     import numpy as np
     import tensorflow as tf
 
-    from happysad import budget, training
+    from happysad import budget, hypermodel, training
 
     classes = len(images.class_names)
 
@@ -304,7 +303,11 @@ def fit(cfg: PretrainConfig, model, images, batch_size: int, report) -> FitHisto
         patience=p.early_stopping_patience or p.epochs + 1,
         restore_best_weights=True,
     )
-    callbacks = [Balanced(), stop]
+    callbacks = [
+        Balanced(),
+        *hypermodel.schedule_callbacks(drawn, "val_balanced_accuracy", "max"),
+        stop,
+    ]
     deadline = None
     if p.time_budget:
         deadline = training.Deadline(time.time() + budget.parse(p.time_budget))
