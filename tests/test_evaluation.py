@@ -37,3 +37,14 @@ def test_roc_curve_runs_from_corner_to_corner():
 
 def test_auc_of_one_class_is_undefined():
     assert np.isnan(evaluation.roc_auc(np.ones(4), np.linspace(0, 1, 4)))
+
+
+def test_balanced_accuracy_weighs_each_class_the_same():
+    from happysad.evaluation import balanced_accuracy, class_confusion, class_recall
+
+    truth = np.array([0, 0, 0, 0, 1, 1, 2, 2])
+    predicted = np.array([0, 0, 0, 1, 1, 0, 2, 2])
+    counts = class_confusion(truth, predicted, 4)  # class 3 has no image
+    assert counts[0].tolist() == [3, 1, 0, 0] and counts.sum() == 8
+    assert class_recall(counts).tolist() == [0.75, 0.5, 1.0, 0.0]
+    assert balanced_accuracy(counts) == pytest.approx((0.75 + 0.5 + 1.0) / 3)

@@ -1,4 +1,5 @@
-"""Binary classification metrics from labels and P(happy), in plain numpy."""
+"""Binary classification metrics from labels and P(happy), and the many-class ones a
+pretraining run reports, in plain numpy."""
 
 from __future__ import annotations
 
@@ -13,6 +14,24 @@ def confusion(y_true: np.ndarray, prob: np.ndarray, threshold: float = 0.5) -> n
         [[np.sum(~y & ~pred), np.sum(~y & pred)], [np.sum(y & ~pred), np.sum(y & pred)]],
         dtype=int,
     )
+
+
+def class_confusion(truth: np.ndarray, predicted: np.ndarray, classes: int) -> np.ndarray:
+    """Counts of (true class, predicted class), rows the true class."""
+    counts = np.zeros((classes, classes), dtype=int)
+    np.add.at(counts, (np.asarray(truth, int), np.asarray(predicted, int)), 1)
+    return counts
+
+
+def class_recall(counts: np.ndarray) -> np.ndarray:
+    """Each class's recall (0 for a class with no image)."""
+    return counts.diagonal() / np.maximum(counts.sum(axis=1), 1)
+
+
+def balanced_accuracy(counts: np.ndarray) -> float:
+    """The mean recall over the classes that have images."""
+    present = counts.sum(axis=1) > 0
+    return float(class_recall(counts)[present].mean())
 
 
 def _ranked(y_true: np.ndarray, prob: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -32,8 +32,6 @@ from happysad.errors import ConfigError, HappysadError  # noqa: E402
 log = logging.getLogger("happysad")
 register_configs()
 
-BACKBONE = "backbone"  # the name of the blocks' own Keras model inside the classifier
-
 
 @dataclass
 class PretrainResult:
@@ -90,10 +88,9 @@ def pretrain(cfg: PretrainConfig, config_yaml: str = "") -> PretrainResult:
     devices = startup.start_tensorflow(startup_log, trial_server=False)
     import keras
     import keras_tuner
-    import numpy as np
 
     from happysad import data as data_module
-    from happysad import plots, preflight, search_space
+    from happysad import evaluation, plots, preflight, search_space, transfer
     from happysad.tracking import names, registry
     from happysad.tracking.models import log_backbone
     from happysad.tracking.runs import (
@@ -110,7 +107,7 @@ def pretrain(cfg: PretrainConfig, config_yaml: str = "") -> PretrainResult:
     started = time.monotonic()
     images = data_module.load_classes(cfg.data)
     classes = images.class_names
-    counts = {name: int((images.train.y == i).sum()) for i, name in enumerate(classes)}
+    counts = images.train.counts(classes)
     log.info(
         f"data: {images.path} ({len(classes)} classes, digest {images.digest}): train "
         f"{len(images.train)} ({', '.join(f'{k} {v}' for k, v in counts.items())}), "
@@ -168,15 +165,11 @@ def pretrain(cfg: PretrainConfig, config_yaml: str = "") -> PretrainResult:
             log.info(f"  epoch {epoch + 1}/{cfg.pretrain.epochs}  {shown}  ({seconds:.1f} s)")
 
         history = fit(cfg, model, drawn, images, batch_size, report)
-        prob = model.predict(images.val.x, batch_size=256, verbose=0)
-        predicted = prob.argmax(axis=1)
-        truth = images.val.y.astype(int)
-        confusion = np.zeros((len(classes), len(classes)), dtype=int)
-        np.add.at(confusion, (truth, predicted), 1)
-        recall = confusion.diagonal() / np.maximum(confusion.sum(axis=1), 1)
+        confusion = val_confusion(model, images)
+        recall = evaluation.class_recall(confusion)
         metrics = {
-            "val_balanced_accuracy": float(recall.mean()),
-            "val_accuracy": float((predicted == truth).mean()),
+            "val_balanced_accuracy": evaluation.balanced_accuracy(confusion),
+            "val_accuracy": float(confusion.trace() / confusion.sum()),
             "best_epoch": float(history.best_epoch),
             **{f"val_recall_{c}": float(r) for c, r in zip(classes, recall, strict=True)},
         }
@@ -186,7 +179,7 @@ def pretrain(cfg: PretrainConfig, config_yaml: str = "") -> PretrainResult:
             plots.confusion_matrix(confusion, classes, "validation (best epoch)"),
             "plots/val_confusion_matrix.png",
         )
-        backbone = model.get_layer(BACKBONE)
+        backbone = model.get_layer(transfer.BACKBONE)
         metadata = {
             "input_shape": list(images.input_shape),
             "preprocessing": images.preprocessing.to_dict(),
@@ -237,11 +230,11 @@ def classifier(cfg, drawn, input_shape, classes: int, train_size: int, batch_siz
     import keras
     from keras import layers
 
-    from happysad import hypermodel
+    from happysad import hypermodel, transfer
 
     pixels = keras.Input(shape=input_shape, name="pixels")  # 0-1, rescaled
     backbone = keras.Model(
-        pixels, hypermodel.blocks(pixels, drawn, cfg.model.padding.value), name=BACKBONE
+        pixels, hypermodel.blocks(pixels, drawn, cfg.model.padding.value), name=transfer.BACKBONE
     )
     inputs, x = hypermodel.stem(cfg, drawn, input_shape)
     x = hypermodel.head(backbone(x), drawn)
@@ -257,6 +250,14 @@ def classifier(cfg, drawn, input_shape, classes: int, train_size: int, batch_siz
     return model
 
 
+def val_confusion(model, images):
+    """The model's confusion matrix on the validation split (true class by row)."""
+    from happysad import evaluation
+
+    predicted = model.predict(images.val.x, batch_size=256, verbose=0).argmax(axis=1)
+    return evaluation.class_confusion(images.val.y, predicted, len(images.class_names))
+
+
 @dataclass
 class FitHistory:
     epochs: list[int]
@@ -268,10 +269,10 @@ def fit(cfg: PretrainConfig, model, drawn, images, batch_size: int, report) -> F
     """Train with the balanced accuracy on validation computed each epoch (early
     stopping watches it), the time budget, and the best epoch's weights kept."""
     import keras
-    import numpy as np
     import tensorflow as tf
 
     from happysad import budget, hypermodel, training
+    from happysad.evaluation import balanced_accuracy
 
     classes = len(images.class_names)
 
@@ -286,14 +287,7 @@ def fit(cfg: PretrainConfig, model, drawn, images, batch_size: int, report) -> F
             self._started = time.monotonic()
 
         def on_epoch_end(self, epoch, logs=None):
-            predicted = self.model.predict(images.val.x, batch_size=256, verbose=0).argmax(1)
-            truth = images.val.y.astype(int)
-            recalls = [
-                float((predicted[truth == c] == c).mean())
-                for c in range(classes)
-                if (truth == c).any()
-            ]
-            logs["val_balanced_accuracy"] = float(np.mean(recalls))
+            logs["val_balanced_accuracy"] = balanced_accuracy(val_confusion(self.model, images))
             report(epoch, {k: float(v) for k, v in logs.items()}, time.monotonic() - self._started)
 
     p = cfg.pretrain
