@@ -25,10 +25,7 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from happysad import (
-    progress,  # noqa: E402
-    search_space,  # noqa: E402
-)
+from happysad import progress, search_space  # noqa: E402
 from happysad.composition import config_dir, register_configs, to_typed  # noqa: E402
 from happysad.config import Config  # noqa: E402
 from happysad.errors import ConfigError, HappysadError, SweepFailed, SweepInterrupted  # noqa: E402
@@ -153,7 +150,7 @@ def run_sweep(
 
         tf.config.experimental.enable_op_determinism()
     try:
-        result = _search(typed, images, sweep, uri, experiment_id, previous, backbones)
+        result = _search(typed, images, sweep, previous, backbones)
     except KeyboardInterrupt:
         sweep.end(names.KILLED, reason="stopped by the user (Ctrl-C or SIGTERM)")
         again = " ".join(
@@ -204,9 +201,7 @@ def _continue(
     return previous
 
 
-def _search(
-    cfg: Config, images, sweep, uri: str, experiment_id: str, previous: list, backbones: dict
-) -> SweepResult:
+def _search(cfg: Config, images, sweep, previous: list, backbones: dict) -> SweepResult:
     from happysad import report, tuning
     from happysad.hypermodel import FaceHyperModel
     from happysad.tracking import names
@@ -240,8 +235,8 @@ def _search(
     best = best_by(tuner.results, maximize)
     result = SweepResult(
         name=cfg.sweep.name,
-        tracking_uri=uri,
-        experiment_id=experiment_id,
+        tracking_uri=sweep.store.uri,
+        experiment_id=sweep.experiment_id,
         parent_run_id=sweep.run_id,
         results=tuner.results,
         best=best,
@@ -256,7 +251,9 @@ def _search(
         )
     # The test split is looked at once, here, and never for choosing a model.
     test_prob = (
-        _best_model_probabilities(tuner, best, images) if best and len(images.test) else None
+        _best_model_probabilities(tuner, sweep.store, best, images)
+        if best and len(images.test)
+        else None
     )
     outcome = report.build(
         name=cfg.sweep.name,
@@ -277,13 +274,13 @@ def _search(
     return result
 
 
-def _best_model_probabilities(tuner, best: TrialRecord, images):
+def _best_model_probabilities(tuner, store, best: TrialRecord, images):
     """P(happy) on the test split from the best model: the one logged to MLflow when
     there is one (so the artifact itself is checked), else keras-tuner's checkpoint."""
     from happysad.pyfunc import probabilities
 
     if best.model_uri:
-        model = tuner.sweep.store.load_keras(best.model_uri)
+        model = store.load_keras(best.model_uri)
     else:
         model = tuner.load_model(tuner.oracle.get_trial(best.trial_id))
     return probabilities(model, images.test.x)

@@ -172,10 +172,9 @@ def train(job: TrialJob, report: EpochReport, fresh_process: bool = False) -> Tr
         try:
             from happysad.hypermodel import portable
             from happysad.tracking.models import log_model
-
-            portable(model)
             from happysad.tracking.store import Store
 
+            portable(model)  # plain Keras classes only, so it loads anywhere
             outcome.model_uri = log_model(
                 Store(job.tracking_uri), job.run_id, model, job.model_settings, job.model_metadata
             )

@@ -99,7 +99,9 @@ class SweepRun:
         search_space: dict[str, str],
         tags: dict[str, str] | None = None,
     ) -> str:
-        self.run_id = self._create(
+        self.run_id = create_run(
+            self.store,
+            self.experiment_id,
             self.sweep_name,
             {
                 **self._env_tags,
@@ -110,11 +112,11 @@ class SweepRun:
                 names.DATA_DIGEST: data_summary["digest"],
             },
         )
-        self._log_params(
-            self.run_id, {**params, **{f"data.{k}": v for k, v in data_summary.items()}}
+        log_params(
+            self.store, self.run_id, {**params, **{f"data.{k}": v for k, v in data_summary.items()}}
         )
         self._use_data(data_summary)
-        self._log_dataset(self.run_id)
+        log_dataset(self.store, self.run_id, self._dataset)
         self.client.log_text(self.run_id, config_yaml, "config/config.yaml")
         self.client.log_text(self.run_id, "\n".join(overrides) + "\n", "config/overrides.txt")
         self.client.log_dict(self.run_id, data_summary, "data/summary.json")
@@ -139,8 +141,10 @@ class SweepRun:
         self.run_id = run_id
         self._use_data(data_summary)
         resumed = int(run.data.tags.get(names.RESUMES, "0")) + 1
-        self._set_tags(
-            run_id, {names.RESUMES: str(resumed), names.OVERRIDES: " ".join(overrides) or "(none)"}
+        set_tags(
+            self.store,
+            run_id,
+            {names.RESUMES: str(resumed), names.OVERRIDES: " ".join(overrides) or "(none)"},
         )
         self.client.log_text(run_id, config_yaml, f"config/config.resume-{resumed}.yaml")
         return resumed
@@ -153,7 +157,7 @@ class SweepRun:
         )
         for run in stale:
             reason = "interrupted: the sweep stopped during this trial, which ran again when it was continued"
-            self._set_tags(run.info.run_id, {names.FAILURE: reason, names.NOTE: reason})
+            set_tags(self.store, run.info.run_id, {names.FAILURE: reason, names.NOTE: reason})
             self.client.set_terminated(run.info.run_id, names.KILLED)
         return [r.data.tags.get(names.TRIAL_ID, "?") for r in stale]
 
@@ -183,8 +187,8 @@ class SweepRun:
 
     def finish(self, *, status: str, outcome: Any) -> None:
         """Log a report.Outcome on the sweep's run and end it."""
-        self._log_metrics(self.run_id, outcome.metrics)
-        self._set_tags(self.run_id, outcome.tags)
+        log_metrics(self.store, self.run_id, outcome.metrics)
+        set_tags(self.store, self.run_id, outcome.tags)
         with tempfile.TemporaryDirectory(prefix="happysad-report-") as tmp:
             for path, content in {**outcome.images, **outcome.texts}.items():
                 target = Path(tmp) / path
@@ -203,7 +207,7 @@ class SweepRun:
         if self.run_id is None:
             return
         if reason:
-            self._set_tags(self.run_id, {names.NOTE: reason})
+            set_tags(self.store, self.run_id, {names.NOTE: reason})
         if self.startup_log is not None and self.startup_log.is_file():
             self.client.log_artifact(self.run_id, str(self.startup_log), "logs")
         self.client.set_terminated(self.run_id, status)
@@ -214,7 +218,9 @@ class SweepRun:
     def start_trial(
         self, trial_id: str, hyperparameters: dict[str, Any], tags: dict[str, str] | None = None
     ) -> str:
-        self.trial_run_id = self._create(
+        self.trial_run_id = create_run(
+            self.store,
+            self.experiment_id,
             f"trial-{trial_id}",
             {
                 **self._env_tags,
@@ -226,17 +232,17 @@ class SweepRun:
                 **(tags or {}),
             },
         )
-        self._log_params(self.trial_run_id, hyperparameters)
-        self._log_dataset(self.trial_run_id)
+        log_params(self.store, self.trial_run_id, hyperparameters)
+        log_dataset(self.store, self.trial_run_id, self._dataset)
         return self.trial_run_id
 
     def log_epoch(self, metrics: dict[str, float], epoch: int) -> None:
         # Synchronous on purpose: MLflow's asynchronous logging costs about a second
         # per run when the run ends, far more than one write per epoch.
-        self._log_metrics(self.trial_run_id, metrics, step=epoch)
+        log_metrics(self.store, self.trial_run_id, metrics, step=epoch)
 
     def log_trial_result(self, metrics: dict[str, float], figures: dict[str, Any]) -> None:
-        self._log_metrics(self.trial_run_id, metrics)
+        log_metrics(self.store, self.trial_run_id, metrics)
         for path, fig in figures.items():
             self.client.log_figure(self.trial_run_id, fig, path)
 
@@ -248,11 +254,13 @@ class SweepRun:
             self.client.log_artifact(self.trial_run_id, path, folder)
 
     def tag_trial(self, tags: dict[str, str]) -> None:
-        self._set_tags(self.trial_run_id, tags)
+        set_tags(self.store, self.trial_run_id, tags)
 
     def end_trial(self, status: str, reason: str | None = None, details: str | None = None) -> None:
         if reason:
-            self._set_tags(self.trial_run_id, {names.FAILURE: reason[:4000], names.NOTE: reason})
+            set_tags(
+                self.store, self.trial_run_id, {names.FAILURE: reason[:4000], names.NOTE: reason}
+            )
         if details:
             self.client.log_text(self.trial_run_id, details, "failure.txt")
         self.client.set_terminated(self.trial_run_id, status)
@@ -260,24 +268,9 @@ class SweepRun:
 
     # --- writing -------------------------------------------------------------------
 
-    def _create(self, run_name: str, tags: dict[str, str]) -> str:
-        return create_run(self.store, self.experiment_id, run_name, tags)
-
     def _use_data(self, data_summary: dict[str, Any]) -> None:
         self._dataset = image_dataset(data_summary)
         self._data_digest = data_summary["digest"]
-
-    def _log_dataset(self, run_id: str) -> None:
-        log_dataset(self.store, run_id, self._dataset)
-
-    def _log_params(self, run_id: str, params: dict[str, Any]) -> None:
-        log_params(self.store, run_id, params)
-
-    def _log_metrics(self, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
-        log_metrics(self.store, run_id, metrics, step)
-
-    def _set_tags(self, run_id: str, tags: dict[str, str]) -> None:
-        set_tags(self.store, run_id, tags)
 
 
 # --- writing one run, by its id ----------------------------------------------------
