@@ -162,3 +162,71 @@ def test_a_backbone_for_other_pixels_is_refused_before_training(tmp_path, store_
         run_sweep(compose_config([*tiny, f"model.backbone.value='{uri}'", "sweep.name=misfit"]))
     with pytest.raises(ConfigError, match="neither none nor an MLflow model URI"):
         run_sweep(compose_config([*tiny, "model.backbone.value=resnet50"]))
+
+
+@pytest.mark.slow
+def test_pretraining_holds_out_the_sweeps_validation_and_test_images(tmp_path, store_uri):
+    """FER2013's seven-class folder holds every image of its happy/sad train/: a
+    backbone pretrained on it has seen a sweep's validation images unless they are held
+    out, and a sweep refuses a backbone that saw them."""
+    import shutil
+
+    from happysad import transfer
+    from happysad.config import Faces, FolderDataConfig
+    from happysad.data import load
+
+    faces = _folder(tmp_path / "faces")
+    for label, name in (("happy", "angry"), ("sad", "neutral")):  # the sweep's data: copies
+        shutil.copytree(faces / name, tmp_path / "sweep" / label)
+    split = {"seed": 0, "val_fraction": 0.25, "test_fraction": 0.25}
+    sweep_data = load(
+        FolderDataConfig(
+            path=str(tmp_path / "sweep"),
+            image_size=16,
+            cache_dir=str(tmp_path / "cache"),
+            faces=Faces.crops,
+            face_margin=0.0,
+            **split,
+        )
+    )
+    evaluated = set(sweep_data.val.digests()) | set(sweep_data.test.digests())
+    assert len(evaluated) == len(sweep_data.val) + len(sweep_data.test) > 0
+
+    leaky = pretrain(_config(tmp_path, store_uri, "pretrain.epochs=1"))
+    held = pretrain(
+        _config(
+            tmp_path,
+            store_uri,
+            "pretrain.epochs=1",
+            f"pretrain.hold_out.path={tmp_path / 'sweep'}",
+            *(f"pretrain.hold_out.{k}={v}" for k, v in split.items()),
+        )
+    )
+    store = Store(store_uri)
+    params = store.run(held.run_id).data.params
+    assert int(params["pretrain.hold_out.images"]) == len(evaluated)
+    assert params["pretrain.hold_out.digest"] == sweep_data.digest
+    seen = set(store.read_text(held.run_id, transfer.SEEN_IMAGES).split())
+    assert seen and not seen & evaluated
+    assert evaluated <= set(store.read_text(leaky.run_id, transfer.SEEN_IMAGES).split())
+    assert (
+        store.run(held.run_id).data.tags[names.DATA_DIGEST]
+        != store.run(leaky.run_id).data.tags[names.DATA_DIGEST]
+    )
+
+    # The sweep's check, on the sweep's own data.
+    cfg = _config(tmp_path, store_uri)
+    cfg.model.frozen_blocks.value = 0
+    cfg.model.backbone.value = held.registered_uri
+    assert list(transfer.prepare(cfg, store, sweep_data, tmp_path / "fetched")) == [
+        held.registered_uri
+    ]
+    cfg.model.backbone.value = leaky.registered_uri
+    with pytest.raises(ConfigError, match=r"was pretrained on \d+ of its \d+ validation images"):
+        transfer.prepare(cfg, store, sweep_data, tmp_path / "fetched")
+
+
+def test_a_missing_hold_out_folder_is_refused(tmp_path, store_uri):
+    cfg = _config(tmp_path, store_uri, f"pretrain.hold_out.path={tmp_path / 'nowhere'}")
+    with pytest.raises(ConfigError, match="pretrain.hold_out.path=.* does not exist"):
+        check(cfg)

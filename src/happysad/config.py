@@ -451,6 +451,21 @@ class PromoteConfig:
 
 
 @dataclass
+class HoldOut:
+    """The happy/sad data of the sweeps a backbone is for: its validation and test
+    images, split as a sweep splits them, are left out of pretraining (FER2013's
+    seven-class Training folder holds every image of its happy/sad train/ folder, so
+    a backbone would otherwise have seen the images that choose the sweep's trials)."""
+
+    # A folder (train/, test/ or one subfolder per class) or fer2013.csv; null: none.
+    path: str | None = None
+    # The sweep data's split settings (data.seed, data.val_fraction, data.test_fraction).
+    seed: int = 0
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+
+
+@dataclass
 class PretrainSettings:
     epochs: int = 40
     # Stop when the validation balanced accuracy has not improved for this many
@@ -460,6 +475,7 @@ class PretrainSettings:
     time_budget: str | None = None
     # The backbone is registered under this name (a new version per run).
     model_name: str = "happysad-backbone"
+    hold_out: HoldOut = field(default_factory=HoldOut)
 
 
 @dataclass

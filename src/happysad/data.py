@@ -55,6 +55,20 @@ class Split:
     def __len__(self) -> int:
         return len(self.y)
 
+    def digests(self) -> list[str]:
+        """The identity of each image's pixels as the model sees them (after
+        preprocessing): what a backbone records it saw, and a sweep checks against."""
+        return [hashlib.blake2b(row.tobytes(), digest_size=8).hexdigest() for row in self.x]
+
+    def without(self, digests: set[str]) -> Split:
+        """This split less the images whose pixels are among `digests`."""
+        keep = np.array([d not in digests for d in self.digests()], dtype=bool)
+        return Split(
+            x=self.x[keep],
+            y=self.y[keep],
+            paths=[p for p, k in zip(self.paths, keep, strict=True) if k],
+        )
+
     def counts(self, class_names: tuple[str, ...] = CLASS_NAMES) -> dict[str, int]:
         """Images per class, positive class first for two (happy, sad)."""
         labels = np.bincount(self.y.astype(int), minlength=len(class_names))
@@ -170,7 +184,7 @@ def _load(
         if data.cache:
             _write_cache(cache, images)
     if data.class_weight is ClassWeight.balanced:
-        images.class_weight = _balanced_weights(images.train.y, len(class_names))
+        images.class_weight = balanced_weights(images.train.y, len(class_names))
     return images
 
 
@@ -230,7 +244,7 @@ def _build(
         path=str(root.resolve()),
         name=root.stem,
         preprocessing=prep,
-        digest=_content_digest(splits),
+        digest=content_digest(splits),
         skipped=skipped,
         duplicates=dropped,
         class_names=class_names,
@@ -315,7 +329,8 @@ def _stack(items: list[_Decoded], prep: Preprocessing) -> Split:
     return Split(x=x, y=y, paths=[d.entry.key for d in items])
 
 
-def _content_digest(splits: dict[str, Split]) -> str:
+def content_digest(splits: dict[str, Split]) -> str:
+    """The identity of a data set: every split's pixels and labels."""
     h = hashlib.sha256()
     for name in SPLITS:
         h.update(name.encode())
@@ -324,7 +339,7 @@ def _content_digest(splits: dict[str, Split]) -> str:
     return h.hexdigest()[:16]
 
 
-def _balanced_weights(y: np.ndarray, classes: int = 2) -> dict[int, float]:
+def balanced_weights(y: np.ndarray, classes: int = 2) -> dict[int, float]:
     counts = np.bincount(y.astype(int), minlength=classes)
     return {c: float(len(y) / (classes * counts[c])) for c in range(classes) if counts[c]}
 

@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from happysad.composition import config_dir, register_configs  # noqa: E402
 from happysad.config import PretrainConfig  # noqa: E402
-from happysad.errors import ConfigError, HappysadError  # noqa: E402
+from happysad.errors import ConfigError, DataError, HappysadError  # noqa: E402
 
 log = logging.getLogger("happysad")
 register_configs()
@@ -64,6 +64,17 @@ def check(cfg: PretrainConfig) -> dict[str, Any]:
         )
     if p.time_budget is not None:
         budget.parse(p.time_budget)
+    h = p.hold_out
+    if not (0 <= h.val_fraction < 1 and 0 <= h.test_fraction < 1):
+        raise ConfigError(
+            f"pretrain.hold_out.val_fraction={h.val_fraction} and .test_fraction="
+            f"{h.test_fraction} must be at least 0 and below 1: set them to the sweep's "
+            "data.val_fraction and data.test_fraction"
+        )
+    if h.path and not Path(h.path).expanduser().exists():
+        raise ConfigError(
+            f"pretrain.hold_out.path={h.path} does not exist: give the sweep's data.path"
+        )
     return search_space.summary(cfg)
 
 
@@ -106,6 +117,7 @@ def pretrain(cfg: PretrainConfig, config_yaml: str = "") -> PretrainResult:
 
     started = time.monotonic()
     images = data_module.load_classes(cfg.data)
+    held = hold_out(cfg, images)
     classes = images.class_names
     counts = images.train.counts(classes)
     log.info(
@@ -144,10 +156,11 @@ def pretrain(cfg: PretrainConfig, config_yaml: str = "") -> PretrainResult:
             run_id,
             {
                 **{k: v for k, v in hp.values.items()},
-                **{f"pretrain.{k}": v for k, v in vars(cfg.pretrain).items()},
+                **{f"pretrain.{k}": v for k, v in vars(cfg.pretrain).items() if k != "hold_out"},
                 **{f"data.{k}": v for k, v in summary.items()},
                 "data.classes": ",".join(classes),
                 "seed": cfg.seed,
+                **{f"pretrain.hold_out.{k}": v for k, v in held.items()},
             },
         )
         log_dataset(store, run_id, image_dataset(summary))
@@ -180,6 +193,10 @@ def pretrain(cfg: PretrainConfig, config_yaml: str = "") -> PretrainResult:
             "plots/val_confusion_matrix.png",
         )
         backbone = model.get_layer(transfer.BACKBONE)
+        # Every image it saw (train, and validation, which chose its epoch), for the
+        # sweeps' check that their validation and test images are not among them.
+        seen = sorted(set(images.train.digests()) | set(images.val.digests()))
+        store.client.log_text(run_id, "\n".join(seen) + "\n", transfer.SEEN_IMAGES)
         metadata = {
             "input_shape": list(images.input_shape),
             "preprocessing": images.preprocessing.to_dict(),
@@ -188,6 +205,8 @@ def pretrain(cfg: PretrainConfig, config_yaml: str = "") -> PretrainResult:
             "data_digest": images.digest,
             "data_path": images.path,
             "run_id": run_id,
+            "seen_images": transfer.SEEN_IMAGES,
+            "held_out": held,
             "model": {k: v for k, v in hp.values.items() if k.startswith("model.")},
         }
         model_uri = log_backbone(store, run_id, backbone, metadata)
@@ -222,6 +241,64 @@ def pretrain(cfg: PretrainConfig, config_yaml: str = "") -> PretrainResult:
         epochs=len(history.epochs),
         seconds=time.monotonic() - started,
     )
+
+
+def hold_out(cfg: PretrainConfig, images) -> dict[str, Any]:
+    """Leave out of `images` (in place) every image whose pixels are in the validation
+    or test split of `pretrain.hold_out.path` as a sweep splits it; what was held out."""
+    from happysad import data as data_module
+    from happysad.config import Fer2013DataConfig, FolderDataConfig
+
+    h = cfg.pretrain.hold_out
+    if not h.path:
+        return {}
+    d = cfg.data
+    kind = Fer2013DataConfig if Path(h.path).expanduser().is_file() else FolderDataConfig
+    sweep_data = data_module.load(
+        kind(
+            path=h.path,
+            image_size=d.image_size,
+            color_mode=d.color_mode,
+            resize=d.resize,
+            faces=d.faces,
+            face_detector=d.face_detector,
+            face_margin=d.face_margin,
+            no_face=d.no_face,
+            max_pixels=d.max_pixels,
+            seed=h.seed,
+            val_fraction=h.val_fraction,
+            test_fraction=h.test_fraction,
+            cache_dir=d.cache_dir,
+            cache=d.cache,
+        )
+    )
+    held = set(sweep_data.val.digests()) | set(sweep_data.test.digests())
+    before = len(images.train) + len(images.val)
+    images.train, images.val = images.train.without(held), images.val.without(held)
+    if not len(images.train) or not len(images.val):
+        raise DataError(
+            f"pretrain.hold_out.path={h.path}: holding out its validation and test images "
+            f"leaves {len(images.train)} training and {len(images.val)} validation images: "
+            "pretrain on a folder with other images too"
+        )
+    if images.class_weight is not None:
+        images.class_weight = data_module.balanced_weights(images.train.y, len(images.class_names))
+    images.digest = data_module.content_digest(
+        {"train": images.train, "val": images.val, "test": images.test}
+    )
+    removed = before - len(images.train) - len(images.val)
+    log.info(
+        f"held out {removed} images that are among the {len(held)} validation and test "
+        f"images of {h.path} (data.seed={h.seed}, data.val_fraction={h.val_fraction})"
+    )
+    return {
+        "path": str(Path(h.path).expanduser().resolve()),
+        "seed": h.seed,
+        "val_fraction": h.val_fraction,
+        "test_fraction": h.test_fraction,
+        "digest": sweep_data.digest,
+        "images": removed,
+    }
 
 
 def classifier(cfg, drawn, input_shape, classes: int, train_size: int, batch_size: int):

@@ -114,11 +114,7 @@ def run_sweep(
 
         # Fetched and checked against the data before anything is recorded or trained.
         backbones = transfer.prepare(
-            typed,
-            store,
-            images.preprocessing,
-            images.input_shape,
-            Path(typed.data.cache_dir) / "backbones" / name,
+            typed, store, images, Path(typed.data.cache_dir) / "backbones" / name
         )
         log.info(f"backbones: {', '.join(backbones)} (their blocks fit the data)")
     fingerprint = resume.fingerprint(typed, images.digest)

@@ -10,6 +10,7 @@ head's learning rate.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,10 +20,14 @@ from happysad import search_space
 from happysad.errors import ConfigError
 from happysad.images import Preprocessing
 
+log = logging.getLogger("happysad")
+
 BACKBONE = "backbone"  # the blocks' own Keras model, inside the classifier
 _BLOCK = re.compile(r"block(\d+)_")
 # What must match between a backbone's pixels and the sweep's.
 FITS = ("image_size", "color_mode", "resize", "faces")
+# On the pretraining run: the pixel digest of every image the backbone saw.
+SEEN_IMAGES = "data/seen_images.txt"
 
 
 @dataclass(frozen=True)
@@ -35,18 +40,17 @@ class Backbone:
     input_shape: tuple[int, int, int]
 
 
-def prepare(
-    cfg: Any, store: Any, prep: Preprocessing, input_shape: tuple, folder: Path
-) -> dict[str, Backbone]:
-    """The backbones the sweep can draw, fetched and checked; raises ConfigError or
-    StoreError before any training."""
+def prepare(cfg: Any, store: Any, images: Any, folder: Path) -> dict[str, Backbone]:
+    """The backbones the sweep can draw, fetched and checked against the sweep's data
+    `images`; raises ConfigError or StoreError before any training."""
     from happysad.tracking.models import fetch_backbone
 
     out = {}
     frozen = max(search_space.space_values(cfg.model.frozen_blocks), default=0)
     for i, uri in enumerate(search_space.backbones(cfg)):
         path, meta = fetch_backbone(store, uri, folder / f"backbone-{i}")
-        check_fits(uri, meta, prep, input_shape)
+        check_fits(uri, meta, images.preprocessing, images.input_shape)
+        check_unseen(uri, meta, store, images)
         backbone = Backbone(
             uri=uri,
             path=str(path),
@@ -74,6 +78,31 @@ def check_fits(uri: str, meta: dict[str, Any], prep: Preprocessing, input_shape:
             f"images{': ' + shown if shown else ''}, but the sweep's data are "
             f"{tuple(input_shape)}: pretrain a backbone with the same data.image_size, "
             "data.color_mode, data.resize and data.faces, or set the sweep's to the backbone's"
+        )
+
+
+def check_unseen(uri: str, meta: dict[str, Any], store: Any, images: Any) -> None:
+    """A backbone that saw the sweep's validation or test images would flatter its
+    trials on the very images that choose among them (and report them): refused."""
+    if not meta.get("seen_images"):
+        log.warning(
+            f"model.backbone={uri} does not record which images it saw (pretrained before "
+            "backbones recorded them): whether it saw this sweep's validation or test "
+            "images cannot be checked"
+        )
+        return
+    seen = set(store.read_text(meta["run_id"], meta["seen_images"]).split())
+    ours = {"validation": images.val.digests(), "test": images.test.digests()}
+    overlap = {name: sum(d in seen for d in digests) for name, digests in ours.items()}
+    if any(overlap.values()):
+        shown = " and ".join(
+            f"{n} of its {len(ours[name])} {name} images" for name, n in overlap.items() if n
+        )
+        raise ConfigError(
+            f"model.backbone={uri} was pretrained on {shown}: they would flatter its "
+            "trials where they are chosen and reported; pretrain it again with "
+            "pretrain.hold_out.path=<this sweep's data.path> (and its data.seed and "
+            "data.val_fraction)"
         )
 
 
