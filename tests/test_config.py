@@ -20,6 +20,7 @@ NEEDS = {
     "data=fer2013": ["data.path=/data/fer2013.csv"],
     "experiment=fer2013": ["data.path=/data/fer2013"],
     "experiment=fer2013_cnn": ["data.path=/data/fer2013"],
+    "experiment=fer2013_long": ["data.path=/data/fer2013"],
     "mlflow=server": ["mlflow.tracking_uri=http://x:5000"],
 }
 
@@ -156,7 +157,7 @@ def test_help_answers_without_importing_tensorflow():
     )
     assert helped.returncode == 0, helped.stderr
     assert "tuner: bayesian, grid, hyperband, random\n" in helped.stdout
-    assert "experiment: fer2013, fer2013_cnn, quick, seed_baseline\n" in helped.stdout
+    assert "experiment: fer2013, fer2013_cnn, fer2013_long, quick, seed_baseline\n" in helped.stdout
     assert "schema" not in helped.stdout.split("== Config")[1].split("==")[0]
 
 

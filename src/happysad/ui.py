@@ -10,12 +10,9 @@ stopped with it, never left holding the port.
 from __future__ import annotations
 
 import argparse
-import os
-import signal
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 from happysad.errors import HappysadError, StoreError
 
@@ -56,22 +53,14 @@ def main(argv: list[str] | None = None) -> int:
     except HappysadError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    mlflow = Path(sys.executable).parent / "mlflow"
-    command = [
-        str(mlflow) if mlflow.exists() else "mlflow",
-        "ui",
-        "--backend-store-uri",
-        uri,
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(args.port),
-    ]
+    from happysad.startup import signals_stop
+    from happysad.tracking.server import mlflow_command, stop_group
+
+    command = mlflow_command("ui", uri, "127.0.0.1", args.port)
     print(f"MLflow UI on {uri}\nthe latest sweep: {page}\n(Ctrl-C stops it)", flush=True)
     # Its own process group: `mlflow ui` starts uvicorn workers, and all of them must
     # go when this command does, whatever ended it.
     server = subprocess.Popen(command, start_new_session=True)
-    from happysad.startup import signals_stop
 
     try:
         with signals_stop():
@@ -80,22 +69,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     finally:
         stop_group(server)
-
-
-def stop_group(process: subprocess.Popen, grace: float = 10) -> None:
-    """SIGTERM to a process's whole group, then SIGKILL to what is left after `grace`."""
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        pass
-    except ProcessLookupError:
-        return
-    try:
-        os.killpg(process.pid, signal.SIGKILL)  # workers that outlived their parent
-    except ProcessLookupError:
-        pass
-    process.wait()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,110 @@
+"""An MLflow tracking server over a local store, for many writers at once.
+
+A SQLite store takes one writer well and several badly, and a fresh one opened by
+several processes at once fails its schema migration. Where a sweep's trials run in
+processes of their own on this machine, it serves its store with `mlflow server` on a
+free loopback port and they log over HTTP; the store stays the same file a later
+`promote`, `compare` or `ui` reads. The store is created (and migrated) here, in the
+one process that starts the server, before anything else opens it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from happysad.errors import StoreError
+from happysad.tracking.store import Store, local_artifact_root, sqlite_path
+
+
+@contextmanager
+def serving(uri: str, host: str = "127.0.0.1", start_limit: float = 120) -> Iterator[str]:
+    """`mlflow server` over the local SQLite store `uri` for the length of the block;
+    yields its address (http://host:port). Artifacts go to the store's own artifact
+    folder, served through the server for experiments it creates. Raises StoreError,
+    with the server's last lines, if it does not answer within `start_limit` seconds."""
+    if sqlite_path(uri) is None:
+        raise StoreError(f"{uri} is not a local SQLite store: a server is served as it is")
+    Store(uri).client.search_experiments(max_results=1)  # created and migrated here, once
+    port = free_port(host)
+    # One worker: a SQLite file takes one writer at a time however many serve it.
+    artifacts = local_artifact_root(uri).as_uri()
+    command = mlflow_command(
+        "server", uri, host, port, "--artifacts-destination", artifacts, "--workers", "1"
+    )
+    with tempfile.TemporaryFile() as output:
+        # Its own process group: the server's workers go with it, whatever ends the block.
+        process = subprocess.Popen(
+            command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            address = f"http://{host}:{port}"
+            _wait_until_up(address, process, output, start_limit)
+            yield address
+        finally:
+            stop_group(process)
+
+
+def mlflow_command(verb: str, uri: str, host: str, port: int, *options: str) -> list[str]:
+    """`mlflow ui` or `mlflow server` over the store `uri` on host:port."""
+    mlflow = Path(sys.executable).parent / "mlflow"
+    return [
+        str(mlflow) if mlflow.exists() else "mlflow",
+        verb,
+        "--backend-store-uri",
+        uri,
+        "--host",
+        host,
+        "--port",
+        str(port),
+        *options,
+    ]
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _wait_until_up(address: str, process: subprocess.Popen, output, limit: float) -> None:
+    deadline = time.monotonic() + limit
+    while True:
+        try:
+            with urllib.request.urlopen(f"{address}/health", timeout=2):
+                return
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                output.seek(0)
+                last = output.read().decode(errors="replace").strip().splitlines()[-5:]
+                why = "exited" if process.poll() is not None else f"did not answer in {limit:.0f} s"
+                raise StoreError(
+                    f"the MLflow tracking server for the store at {address} {why}: "
+                    + (" | ".join(last) or "no output")
+                ) from None
+            time.sleep(0.3)
+
+
+def stop_group(process: subprocess.Popen, grace: float = 10) -> None:
+    """SIGTERM to a process's whole group, then SIGKILL to what is left after `grace`."""
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        pass
+    except ProcessLookupError:
+        return
+    try:
+        os.killpg(process.pid, signal.SIGKILL)  # workers that outlived their parent
+    except ProcessLookupError:
+        pass
+    process.wait()
