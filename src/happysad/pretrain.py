@@ -15,7 +15,7 @@ import logging
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -252,24 +252,20 @@ def hold_out(cfg: PretrainConfig, images) -> dict[str, Any]:
     h = cfg.pretrain.hold_out
     if not h.path:
         return {}
-    d = cfg.data
+    # The pretraining's own data settings (preprocessing above all), on the sweep's
+    # data with the sweep's split.
     kind = Fer2013DataConfig if Path(h.path).expanduser().is_file() else FolderDataConfig
+    settings = {f.name: getattr(cfg.data, f.name) for f in fields(FolderDataConfig)}
+    del settings["source"]  # each kind of data names its own
     sweep_data = data_module.load(
         kind(
-            path=h.path,
-            image_size=d.image_size,
-            color_mode=d.color_mode,
-            resize=d.resize,
-            faces=d.faces,
-            face_detector=d.face_detector,
-            face_margin=d.face_margin,
-            no_face=d.no_face,
-            max_pixels=d.max_pixels,
-            seed=h.seed,
-            val_fraction=h.val_fraction,
-            test_fraction=h.test_fraction,
-            cache_dir=d.cache_dir,
-            cache=d.cache,
+            **settings
+            | {
+                "path": h.path,
+                "seed": h.seed,
+                "val_fraction": h.val_fraction,
+                "test_fraction": h.test_fraction,
+            }
         )
     )
     held = set(sweep_data.val.digests()) | set(sweep_data.test.digests())
