@@ -16,6 +16,7 @@ from happysad.config import (
     BayesianTunerConfig,
     Config,
     DataConfig,
+    DistributedConfig,
     Fer2013DataConfig,
     FolderDataConfig,
     GridTunerConfig,
@@ -61,6 +62,7 @@ _SCHEMAS = {
     "tuner/bayesian": BayesianTunerConfig,
     "tuner/hyperband": HyperbandTunerConfig,
     "mlflow/mlflow": MlflowConfig,
+    "distributed/distributed": DistributedConfig,
 }
 
 
@@ -109,6 +111,29 @@ def data_config(values: dict[str, Any]) -> DataConfig:
     if schema is None:
         raise ConfigError(f"data.source={values.get('source')!r} is not one of {sorted(schemas)}")
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), values))
+
+
+_TUNERS = {
+    "random": RandomTunerConfig,
+    "grid": GridTunerConfig,
+    "bayesian": BayesianTunerConfig,
+    "hyperband": HyperbandTunerConfig,
+}
+
+
+def recorded_config(values: dict[str, Any]) -> Config:
+    """A sweep's config as recorded with it (config/config.yaml), typed and checked
+    again: what a distributed sweep's worker runs."""
+    from happysad.validation import validate
+
+    tuner = _TUNERS.get(values.get("tuner", {}).get("name"))
+    if tuner is None:
+        raise ConfigError(f"tuner.name={values.get('tuner', {}).get('name')!r} is not known")
+    typed = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), values))
+    typed.data = data_config(values["data"])
+    typed.tuner = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(tuner), values["tuner"]))
+    validate(typed)
+    return typed
 
 
 def compose(overrides: Sequence[str] = (), name: str = "config") -> DictConfig:

@@ -401,6 +401,37 @@ class SweepConfig:
     isolate_trials: bool = True
 
 
+class DistributedMode(Enum):
+    none = "none"  # this process trains the trials
+    local = "local"  # worker processes on this machine
+
+
+@dataclass
+class DistributedConfig:
+    """keras-tuner's distributed mode: this process (the chief) serves the search's
+    oracle over gRPC and owns the sweep's run; workers train the trials."""
+
+    mode: DistributedMode = DistributedMode.none
+    # Worker processes started on this machine; 0: only workers started elsewhere
+    # (python -m happysad.worker) train, and the chief waits for them.
+    workers: int = 2
+    # CPU cores each worker's trials train on (its threads and its cores); null: the
+    # cores of this machine divided among the workers.
+    cpus_per_worker: int | None = None
+    # GPUs given to each worker, one set per worker; null: this machine's GPUs divided
+    # among the workers (none each when there are fewer GPUs than workers).
+    gpus_per_worker: int | None = None
+    # Where the oracle listens. It has no authentication: keep it on loopback, or on a
+    # private network only. port 0: a free port.
+    host: str = "127.0.0.1"
+    port: int = 0
+    # How many times a worker that died is started again (under the same keras-tuner
+    # id, so it gets its interrupted trial back) before the sweep goes on without it.
+    restarts: int = 3
+    # Seconds a worker waits for the chief and the tracking server before it gives up.
+    connect_timeout: float = 60
+
+
 @dataclass
 class Config:
     data: Any = MISSING
@@ -410,6 +441,7 @@ class Config:
     tuner: Any = MISSING
     mlflow: MlflowConfig = MISSING
     sweep: SweepConfig = field(default_factory=SweepConfig)
+    distributed: DistributedConfig = MISSING
     # Seeds the search (trial sequence), weight initialisation and shuffling.
     seed: int = 42
     # TensorFlow's op determinism: the same seed and config give the same metrics too,

@@ -21,6 +21,10 @@ class StoreError(HappysadError, RuntimeError):
     """The MLflow store cannot be used."""
 
 
+class Unreachable(HappysadError, RuntimeError):
+    """A distributed sweep's chief or tracking server does not answer."""
+
+
 class SweepFailed(HappysadError, RuntimeError):
     """The search ran, but every trial failed or too many failed in a row."""
 

@@ -84,5 +84,35 @@ def signals_stop() -> Iterator[None]:
             signal.signal(s, handler)
 
 
+def die_with_parent(signum: int = signal.SIGTERM) -> None:
+    """On Linux, have `signum` sent to this process when the process that started it
+    ends, however it ends (a hard kill too), so nothing it started is left running. Call
+    it first thing in the child (a trial's process, or as a Popen preexec_fn)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signum)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def with_parent(command: list[str]) -> list[str]:
+    """`command`, run so that it gets SIGTERM when the process that starts it ends (a
+    hard kill too): a Python shim sets that, then becomes the command. Safer than a
+    Popen preexec_fn, which may deadlock in a process with threads."""
+    if not sys.platform.startswith("linux"):
+        return command
+    shim = (
+        "import ctypes, os, signal, sys; "
+        "ctypes.CDLL(None).prctl(1, signal.SIGTERM); "
+        "os.getppid() == int(sys.argv[1]) or sys.exit(1); "
+        "os.execvp(sys.argv[2], sys.argv[2:])"
+    )
+    return [sys.executable, "-c", shim, str(os.getpid()), *command]
+
+
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt

@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from happysad import progress, search_space  # noqa: E402
 from happysad.composition import config_dir, register_configs, to_typed  # noqa: E402
-from happysad.config import Config  # noqa: E402
+from happysad.config import Config, DistributedMode  # noqa: E402
 from happysad.errors import ConfigError, HappysadError, SweepFailed, SweepInterrupted  # noqa: E402
 from happysad.trials import TrialRecord, best_by  # noqa: E402
 
@@ -198,11 +198,12 @@ def _continue(
 
 
 def _search(cfg: Config, images, sweep, previous: list, backbones: dict) -> SweepResult:
-    from happysad import report, tuning
+    from happysad import tuning
     from happysad.hypermodel import FaceHyperModel
-    from happysad.tracking import names
 
     hypermodel = FaceHyperModel(cfg, images.input_shape, len(images.train), backbones=backbones)
+    if cfg.distributed.mode is not DistributedMode.none:
+        return _search_distributed(cfg, images, sweep, hypermodel)
     budget = None
     if cfg.tuner.time_budget:
         from happysad.budget import Budget, parse
@@ -227,24 +228,46 @@ def _search(cfg: Config, images, sweep, previous: list, backbones: dict) -> Swee
         if "consecutive failures" not in str(err):
             raise
         stopped = f"stopped after {cfg.tuner.max_consecutive_failures} failed trials in a row"
+    budget_ended = None
+    if budget is not None and budget.ended:
+        from happysad.budget import describe
+
+        budget_ended = (
+            f"the time budget ({cfg.tuner.time_budget}) ended the search after "
+            f"{describe(budget.used())} of trials"
+        )
+    return _finish(cfg, tuner, sweep, images, tuner.results, stopped, budget_ended)
+
+
+def _search_distributed(cfg: Config, images, sweep, hypermodel) -> SweepResult:
+    """The chief of a distributed sweep: it serves the oracle, its workers train and
+    record the trials; the sweep ends as a local one does, from what they recorded."""
+    from happysad import distributed, tuning
+
+    tuner = tuning.make_tuner(cfg, hypermodel, cfg.sweep.dir, cfg.sweep.name)
+    results = distributed.search(cfg, images, sweep, tuner)
+    return _finish(cfg, tuner, sweep, images, results, None, None)
+
+
+def _finish(
+    cfg: Config, tuner, sweep, images, results: list, stopped: str | None, budget_ended
+) -> SweepResult:
+    """The report on the sweep's run: the best trial, and its model on the test split."""
+    from happysad import report
+    from happysad.tracking import names
+
     maximize = tuner.oracle.objective.direction == "max"
-    best = best_by(tuner.results, maximize)
+    best = best_by(results, maximize)
     result = SweepResult(
         name=cfg.sweep.name,
         tracking_uri=sweep.store.uri,
         experiment_id=sweep.experiment_id,
         parent_run_id=sweep.run_id,
-        results=tuner.results,
+        results=results,
         best=best,
         stopped_early=stopped,
+        budget_ended=budget_ended,
     )
-    if budget is not None and budget.ended:
-        from happysad.budget import describe
-
-        result.budget_ended = (
-            f"the time budget ({cfg.tuner.time_budget}) ended the search after "
-            f"{describe(budget.used())} of trials"
-        )
     # The test split is looked at once, here, and never for choosing a model.
     test_prob = (
         _best_model_probabilities(tuner, sweep.store, best, images)

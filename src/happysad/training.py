@@ -39,6 +39,7 @@ from happysad.config import Config
 from happysad.data import ImageData
 from happysad.hypermodel import FaceHyperModel
 from happysad.pyfunc import probabilities
+from happysad.startup import die_with_parent
 
 # What a trial's child process reports after each epoch: epoch, logs, seconds.
 EpochReport = Callable[[int, dict[str, float], float], None]
@@ -257,7 +258,7 @@ def _child(job: TrialJob, conn) -> None:
     # garbage collector from touching (and so copying) all of it.
     gc.freeze()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C goes to the sweep, which stops us
-    _die_with_parent()
+    die_with_parent(signal.SIGKILL)  # the fork server, which ends with the sweep
     if job.log_path:
         # TensorFlow's per-process start-up lines and warnings go to the trial's log,
         # recorded on its run, instead of repeating on the console every trial.
@@ -289,20 +290,6 @@ def _child(job: TrialJob, conn) -> None:
         conn.send(("failed", reason, traceback.format_exc()))
     finally:
         conn.close()
-
-
-def _die_with_parent() -> None:
-    """On Linux, end with the process that started this one (the fork server, which
-    ends with the sweep), so a hard-killed sweep leaves no trial training."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
 
 
 def _peak_rss_mib() -> float:

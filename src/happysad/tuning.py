@@ -21,6 +21,7 @@ from typing import Any
 import keras_tuner as kt
 from keras_tuner.engine import trial as trial_module
 from keras_tuner.src import config as kt_config
+from keras_tuner.src.distribute import utils as dist_utils
 
 from happysad import plots, report, training
 from happysad.budget import Budget, describe
@@ -130,6 +131,8 @@ def make_tuner(
 def planned_trials(tuner: kt.Tuner, cfg: Config) -> int:
     """How many trials the search will run at most, for 'trial k of n'."""
     oracle = tuner.oracle
+    if dist_utils.has_chief_oracle() and cfg.tuner.name is not TunerName.grid:
+        return cfg.tuner.max_trials  # a worker's oracle is the chief's, over gRPC
     if cfg.tuner.name is TunerName.hyperband:
         per_iteration = sum(
             oracle._get_size(bracket, round_num)
@@ -222,6 +225,8 @@ class TrackedTunerMixin:
             names.DATA_SEED: str(self.cfg.data.seed),
             names.DETERMINISTIC: str(self.cfg.deterministic),
         }
+        if dist_utils.has_chief_oracle():  # a distributed sweep's worker
+            tags[names.WORKER] = self.tuner_id
         backbone = self.hypermodel.backbones.get(values.get("model.backbone"))
         if backbone is not None:  # lineage: back to the pretraining run and its data
             tags |= {
@@ -274,7 +279,10 @@ class TrackedTunerMixin:
             raise
         finally:
             if job.log_path:
-                self.sweep.log_trial_file(job.log_path, "logs")
+                try:
+                    self.sweep.log_trial_file(job.log_path, "logs")
+                except Exception as err:  # noqa: BLE001 - never in place of the trial's own end
+                    log.warning(f"trial-{trial.trial_id}: its process log was not recorded: {err}")
         return self._outcome.keras_history()
 
     def _epoch_done(self, epoch: int, metrics: dict[str, float], seconds: float) -> None:

@@ -11,6 +11,7 @@ from happysad.config import (
     NO_BACKBONE,
     SEED_LIMIT,
     Config,
+    DistributedMode,
     FolderDataConfig,
     HyperbandTunerConfig,
     IntSpace,
@@ -40,6 +41,7 @@ def validate(cfg: Config) -> None:
         from happysad import budget
 
         budget.parse(tuner.time_budget)
+    _check_distributed(cfg)
     if isinstance(tuner, HyperbandTunerConfig) and tuner.factor < 2:
         raise ConfigError(f"tuner.factor={tuner.factor} must be at least 2 for hyperband")
     if cfg.sweep.name is not None and not _is_safe_name(cfg.sweep.name):
@@ -47,6 +49,31 @@ def validate(cfg: Config) -> None:
             f"sweep.name={cfg.sweep.name!r} must be letters, digits, '.', '_' or '-' "
             "(it names a folder and an MLflow run)"
         )
+
+
+def _check_distributed(cfg: Config) -> None:
+    d = cfg.distributed
+    if d.mode is DistributedMode.none:
+        return
+    if d.workers < 0 or d.restarts < 0 or d.connect_timeout <= 0:
+        raise ConfigError(
+            f"distributed.workers={d.workers} must be at least 0, distributed.restarts="
+            f"{d.restarts} at least 0 and distributed.connect_timeout={d.connect_timeout} above 0"
+        )
+    if (d.cpus_per_worker is not None and d.cpus_per_worker < 1) or (
+        d.gpus_per_worker is not None and d.gpus_per_worker < 0
+    ):
+        raise ConfigError(
+            f"distributed.cpus_per_worker={d.cpus_per_worker} must be at least 1 and "
+            f"distributed.gpus_per_worker={d.gpus_per_worker} at least 0 (or null: shared out)"
+        )
+    if cfg.tuner.time_budget is not None:
+        raise ConfigError(
+            f"tuner.time_budget={cfg.tuner.time_budget} does not work with distributed="
+            f"{d.mode.value} yet: drop one of them (tuner.max_trials bounds a distributed sweep)"
+        )
+    if not 0 <= d.port < 65536:
+        raise ConfigError(f"distributed.port={d.port} is not a port (0 takes a free one)")
 
 
 def check_model_and_data(cfg: Any) -> dict[str, Any]:

@@ -21,6 +21,7 @@ DATA_SEED = PREFIX + "data_seed"
 DETERMINISTIC = PREFIX + "deterministic"
 MULTIRUN = PREFIX + "multirun"  # the folder of a Hydra `-m` run
 MULTIRUN_JOB = PREFIX + "multirun_job"
+WORKER = PREFIX + "worker"  # the keras-tuner id of the worker that ran a trial
 VERSION = PREFIX + "version."  # + a package's name: its version
 
 # On a sweep once it ends: its best trial.

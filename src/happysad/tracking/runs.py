@@ -149,14 +149,25 @@ class SweepRun:
         self.client.log_text(run_id, config_yaml, f"config/config.resume-{resumed}.yaml")
         return resumed
 
-    def close_interrupted_trials(self) -> list[str]:
-        """Trial runs a hard kill left RUNNING: marked KILLED, never left running. Their
-        trials run again as new runs. Returns their trial ids."""
-        stale = self.store.children(
-            self.run_id, self.experiment_id, f"attributes.status = '{names.RUNNING}'"
-        )
+    def join(self, run_id: str, data_summary: dict[str, Any]) -> None:
+        """Record trials under the running sweep `run_id`, as a distributed sweep's
+        worker does; the sweep's run itself is the chief's."""
+        self.run_id = run_id
+        self._use_data(data_summary)
+
+    def close_interrupted_trials(
+        self,
+        worker: str | None = None,
+        reason: str = "interrupted: the sweep stopped during this trial, which ran again "
+        "when it was continued",
+    ) -> list[str]:
+        """Trial runs a hard kill left RUNNING (of one worker, if given): marked KILLED,
+        never left running. Their trials run again as new runs. Returns their trial ids."""
+        where = f"attributes.status = '{names.RUNNING}'"
+        if worker is not None:
+            where += f" and tags.`{names.WORKER}` = '{worker}'"
+        stale = self.store.children(self.run_id, self.experiment_id, where)
         for run in stale:
-            reason = "interrupted: the sweep stopped during this trial, which ran again when it was continued"
             set_tags(self.store, run.info.run_id, {names.FAILURE: reason, names.NOTE: reason})
             self.client.set_terminated(run.info.run_id, names.KILLED)
         return [r.data.tags.get(names.TRIAL_ID, "?") for r in stale]

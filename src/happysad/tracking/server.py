@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from happysad.errors import StoreError
+from happysad.startup import with_parent
 from happysad.tracking.store import Store, local_artifact_root, sqlite_path
 
 
@@ -43,8 +44,9 @@ def serving(uri: str, host: str = "127.0.0.1", start_limit: float = 120) -> Iter
     )
     with tempfile.TemporaryFile() as output:
         # Its own process group: the server's workers go with it, whatever ends the block.
+        # It ends with this process too, however this one ends.
         process = subprocess.Popen(
-            command, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+            with_parent(command), stdout=output, stderr=subprocess.STDOUT, start_new_session=True
         )
         try:
             address = f"http://{host}:{port}"

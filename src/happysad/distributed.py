@@ -1,0 +1,305 @@
+"""A sweep over several workers: keras-tuner's distributed mode, run for the user.
+
+The sweep's process is the chief. It owns the sweep's MLflow run and keras-tuner's
+oracle, which it serves over gRPC (keras-tuner's own servicer), and it never trains.
+Workers (`python -m happysad.worker`, started here for `distributed=local`, or by a
+scheduler) ask the oracle for trials, train them and record each as a nested run of
+the sweep, tagged with their keras-tuner id. The chief watches its workers, which
+keras-tuner does not: one that dies is started again under the same id, so the
+oracle hands it the trial it held, and its interrupted run is marked KILLED; when
+they are all gone for good it says so instead of waiting for ever.
+
+keras-tuner's gRPC oracle has no authentication: it listens on `distributed.host`,
+loopback unless told otherwise, and must only ever be reachable on a private network.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent import futures
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from happysad.config import Config
+from happysad.errors import SweepFailed
+from happysad.startup import with_parent
+from happysad.tracking.server import free_port
+
+log = logging.getLogger("happysad")
+
+POLL = 0.5  # seconds between looks at the workers and the oracle
+CORES_VARIABLE = "HAPPYSAD_CPU_CORES"  # the cores a worker keeps to (its affinity)
+
+
+@contextmanager
+def serving_oracle(oracle, host: str, port: int) -> Iterator[tuple[object, int]]:
+    """keras-tuner's OracleServicer on host:port (a free one for 0) for the length of
+    the block; yields the servicer and the port."""
+    import grpc
+    from keras_tuner.src import protos
+    from keras_tuner.src.distribute.oracle_chief import OracleServicer
+
+    port = port or free_port(host)
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    servicer = OracleServicer(oracle)
+    protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
+    server.add_insecure_port(f"{host}:{port}")
+    server.start()
+    try:
+        yield servicer, port
+    finally:
+        server.stop(grace=None)
+
+
+def quiet_keras_tuner() -> None:
+    """keras-tuner 1.4.8 prints the value of a conditional hyperparameter's parent every
+    time a trial passes over gRPC (a debug print left in `conditions.Parent.to_proto`):
+    a bare number on the console. Its output is dropped; loggers are not affected (they
+    keep their own stream). MLflow's 'View run' links, printed on every run over HTTP,
+    go too: the sweep's summary says where its runs are."""
+    import contextlib
+    import io
+
+    from keras_tuner.src.engine import conditions
+
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+    original = conditions.Parent.to_proto
+    if getattr(original, "happysad_quiet", False):
+        return
+
+    def to_proto(self):
+        with contextlib.redirect_stdout(io.StringIO()):
+            return original(self)
+
+    to_proto.happysad_quiet = True
+    conditions.Parent.to_proto = to_proto
+
+
+def reload_oracle(tuner) -> None:
+    """A continued sweep's oracle, from its own file. keras-tuner reloads it only with the
+    tuner's own file (tuner0.json), which here is a worker's, and missing when that
+    worker never finished a trial: the chief would start the search afresh."""
+    saved = Path(tuner.project_dir) / "oracle.json"
+    if saved.is_file() and not tuner.oracle.trials:
+        tuner.oracle.reload()
+
+
+def save_oracle(oracle) -> None:
+    """keras-tuner's oracle saves itself before it lets go of an ended trial, so its file
+    would hand that trial out again after a restart; saved again once it has."""
+    from keras_tuner.src.engine.oracle import synchronized
+
+    synchronized(lambda o: o.save())(oracle)
+
+
+def search_done(oracle) -> bool:
+    """keras-tuner's own test for the chief's end: no trial out, no tuner waiting."""
+    from keras_tuner.src.distribute.oracle_chief import exit_chief
+
+    return exit_chief(oracle)
+
+
+@dataclass
+class Worker:
+    tuner_id: str
+    env: dict[str, str]
+    log_path: Path
+    process: subprocess.Popen | None = None
+    restarts: int = 0
+    done: bool = False
+    gone: bool = False  # died more often than it may be started again
+    exit_codes: list[int] = field(default_factory=list)
+
+
+class LocalWorkers:
+    """`distributed.workers` worker processes on this machine, each in its own process
+    group with its share of the CPU cores (affinity and TensorFlow's thread counts)
+    and of the GPUs."""
+
+    def __init__(self, cfg: Config, command: list[str], gpus: int, folder: Path):
+        d = cfg.distributed
+        cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+        n = max(d.workers, 1)
+        per_cpu = d.cpus_per_worker or max(1, len(cores) // n)
+        per_gpu = d.gpus_per_worker if d.gpus_per_worker is not None else gpus // n
+        self.command = command
+        self.max_restarts = d.restarts
+        self.workers = []
+        for k in range(d.workers):
+            mine = [cores[(k * per_cpu + i) % len(cores)] for i in range(per_cpu)] if cores else []
+            env = {
+                # MLflow's client retries a request for about four minutes (a remote
+                # server may rate-limit); the chief's own server on loopback does not, and
+                # once it is gone (the chief stopped) its workers give up in seconds.
+                "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+                "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                **os.environ,
+                "TF_NUM_INTRAOP_THREADS": str(per_cpu),
+                "TF_NUM_INTEROP_THREADS": str(min(2, per_cpu)),
+                "OMP_NUM_THREADS": str(per_cpu),
+                "CUDA_VISIBLE_DEVICES": ",".join(str(k * per_gpu + i) for i in range(per_gpu)),
+                CORES_VARIABLE: ",".join(map(str, mine)),
+            }
+            self.workers.append(Worker(f"tuner{k}", env, folder / f"tuner{k}.log"))
+        self.share = f"{per_cpu} CPU core{'s' if per_cpu > 1 else ''}" + (
+            f" and {per_gpu} GPU{'s' if per_gpu > 1 else ''}" if per_gpu else ""
+        )
+
+    def start(self, worker: Worker) -> None:
+        worker.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(worker.log_path, "a") as out:
+            # A chief killed hard stops its workers too (with_parent); a worker's own
+            # process group takes its trial's processes with it (stop_group).
+            worker.process = subprocess.Popen(
+                with_parent([*self.command, "--id", worker.tuner_id]),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=worker.env,
+                start_new_session=True,
+            )
+
+    def start_all(self) -> None:
+        for worker in self.workers:
+            self.start(worker)
+
+    def check(self, sweep) -> list[str]:
+        """Look at every worker once: a finished one is done; one that died has its
+        group stopped and its RUNNING trial run marked KILLED, and is started again
+        while it may be. Returns what happened, for the console."""
+        from happysad.tracking.server import stop_group
+
+        events = []
+        for w in self.workers:
+            if w.done or w.gone or w.process is None or w.process.poll() is None:
+                continue
+            code = w.process.returncode
+            w.exit_codes.append(code)
+            stop_group(w.process, grace=2)  # what it left running (its trial's process)
+            if code == 0:
+                w.done = True
+                continue
+            how = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
+            killed = sweep.close_interrupted_trials(
+                worker=w.tuner_id,
+                reason=f"interrupted: its worker {w.tuner_id} {how} during this trial",
+            )
+            lost = f" during trial-{', trial-'.join(killed)} (run marked KILLED)" if killed else ""
+            if w.restarts < self.max_restarts:
+                w.restarts += 1
+                self.start(w)
+                events.append(
+                    f"worker {w.tuner_id} {how}{lost}; started again "
+                    f"({w.restarts} of {self.max_restarts}), see {w.log_path}"
+                )
+            else:
+                w.gone = True
+                events.append(
+                    f"worker {w.tuner_id} {how}{lost}, and has been started again "
+                    f"{self.max_restarts} times: the sweep goes on without it, see {w.log_path}"
+                )
+        return events
+
+    @property
+    def running(self) -> list[Worker]:
+        return [w for w in self.workers if not (w.done or w.gone)]
+
+    def stop(self) -> None:
+        from happysad.tracking.server import stop_group
+
+        for w in self.workers:
+            if w.process is not None and w.process.poll() is None:
+                stop_group(w.process, grace=30)
+
+
+def search(cfg: Config, images, sweep, tuner) -> list:
+    """Serve `tuner`'s oracle to the workers until the search ends; returns the sweep's
+    trials as recorded in MLflow (TrialRecords, oldest first)."""
+    import tensorflow as tf
+
+    from happysad.tracking.server import serving
+    from happysad.tracking.store import sqlite_path
+
+    d = cfg.distributed
+    folder = Path(cfg.sweep.dir) / cfg.sweep.name / "workers"
+    quiet_keras_tuner()
+    reload_oracle(tuner)
+    tuner.oracle.verbose = 0  # the chief says what ended, in its own words (_watch)
+    store = sweep.store
+    # Many writers need a server: a local SQLite store is served over HTTP for the
+    # length of the search, and stays the file promote, compare and ui read.
+    server = serving(store.uri) if sqlite_path(store.uri) else nullcontext(store.uri)
+    with server as tracking_uri, serving_oracle(tuner.oracle, d.host, d.port) as (servicer, port):
+        command = [
+            sys.executable,
+            "-m",
+            "happysad.worker",
+            "--chief",
+            f"{d.host}:{port}",
+            "--tracking-uri",
+            tracking_uri,
+            "--sweep-run",
+            sweep.run_id,
+            "--connect-timeout",
+            str(d.connect_timeout),
+        ]
+        gpus = len(tf.config.list_physical_devices("GPU"))
+        workers = LocalWorkers(cfg, command, gpus, folder)
+        log.info(
+            f"distributed: oracle on {d.host}:{port}, MLflow over {tracking_uri}; "
+            f"{d.workers} workers of {workers.share} each; their logs: {folder}/; "
+            f"more join with: python -m happysad.worker --chief {d.host}:{port} "
+            f"--tracking-uri {tracking_uri} --sweep-run {sweep.run_id} --id <a new id>"
+        )
+        try:
+            workers.start_all()
+            _watch(tuner.oracle, servicer, workers, sweep)
+        except BaseException:  # Ctrl-C, SIGTERM, every worker gone: nothing left running
+            workers.stop()
+            sweep.close_interrupted_trials(reason="stopped: the sweep stopped during this trial")
+            raise
+        finally:
+            workers.stop()
+    return sweep.previous_trials()
+
+
+def _watch(oracle, servicer, workers: LocalWorkers, sweep) -> None:
+    """Until the search ends: the oracle has said stop and no worker, of this machine or
+    another, holds a trial or waits for one. Workers that died for good are not waited
+    for; when every worker of this machine has, and none other is known, it fails."""
+    from keras_tuner.src.engine.oracle import synchronized
+
+    busy = synchronized(lambda o: set(o.tuner_ids) | set(o.ongoing_trials))
+    reported = len(oracle.end_order)
+    while True:
+        time.sleep(POLL)
+        for event in workers.check(sweep):
+            log.warning(event)
+        for trial_id in oracle.end_order[reported:]:
+            trial = oracle.trials[trial_id]
+            score = "" if trial.score is None else f", {oracle.objective.name} {trial.score:.4f}"
+            log.info(f"trial-{trial_id} ended: {trial.status.lower()}{score}")
+        if len(oracle.end_order) > reported:
+            save_oracle(oracle)
+        reported = len(oracle.end_order)
+        gone = {w.tuner_id for w in workers.workers if w.gone}
+        waiting_on = busy(oracle) - gone
+        if servicer.stop_triggered and not waiting_on:
+            lost = [t.trial_id for i, t in oracle.ongoing_trials.items() if i in gone]
+            if lost:  # held by workers that died for good
+                log.warning(f"the search ended without trial-{', trial-'.join(lost)}")
+            return
+        if workers.workers and not workers.running and not any(w.done for w in workers.workers):
+            if not waiting_on - {w.tuner_id for w in workers.workers}:
+                break  # every worker of this machine died, and no other is working
+    codes = ", ".join(f"{w.tuner_id}: {w.exit_codes}" for w in workers.workers)
+    raise SweepFailed(
+        f"all {len(workers.workers)} workers died before the search ended (exit codes {codes}); "
+        f"their logs are in {workers.workers[0].log_path.parent}. Run the same command again "
+        "to continue the sweep"
+    )

@@ -1,0 +1,165 @@
+"""Distributed sweeps: keras-tuner's own distributed mode, with real worker processes,
+a real MLflow tracking server over the sweep's SQLite store, and real kills."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from conftest import compose_config, descendants, wait_until_gone
+from mlflow import MlflowClient
+
+from happysad.sweep import run_sweep
+from happysad.tracking.store import Store
+
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux /proc")
+
+
+def _runs(uri: str):
+    client = MlflowClient(uri)
+    runs = client.search_runs([client.get_experiment_by_name("happysad").experiment_id])
+    parents = [r for r in runs if r.data.tags.get("happysad.role") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("happysad.role") == "trial"]
+    return parents, children
+
+
+def test_two_local_workers_record_every_trial_under_one_sweep(tiny, store_uri, tmp_path):
+    cfg = compose_config([*tiny, "distributed=local", "tuner.max_trials=4", "sweep.name=two"])
+    result = run_sweep(cfg)
+
+    (parent,), children = _runs(store_uri)
+    assert parent.info.status == "FINISHED"
+    assert sorted(c.info.run_name for c in children) == [f"trial-{i}" for i in range(4)]
+    assert {c.info.status for c in children} == {"FINISHED"}
+    assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
+    # Both workers trained (each takes a trial as soon as it asks; four to share).
+    assert {c.data.tags["happysad.worker"] for c in children} == {"tuner0", "tuner1"}
+    assert len(result.results) == 4 and result.best is not None
+    assert parent.data.tags["happysad.best_run_id"] == result.best.run_id
+    model = Store(store_uri).load_keras(result.best.model_uri)  # logged over HTTP, read here
+    assert model.output_shape == (None, 1)
+    assert "test_accuracy" in result.test_metrics
+    for worker in ("tuner0", "tuner1"):
+        assert (
+            "the search has ended"
+            in (tmp_path / "sweeps/two/workers" / f"{worker}.log").read_text()
+        )
+
+
+def _chief(cache: Path, cwd: Path, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "happysad.sweep",
+        "debug=tiny",
+        "data.num_images=120",
+        f"data.cache_dir={cache}",
+        "distributed=local",
+        "sweep.name=faults",
+        "tuner.max_trials=5",
+        "tuner.epochs=3",
+        *extra,
+    ]
+
+
+def _worker_pid(chief: int, worker: str, limit: float = 120) -> int:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        for pid in descendants(chief):
+            try:
+                cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"happysad.worker" in cmdline and worker.encode() in cmdline:
+                return pid
+        time.sleep(0.1)
+    raise AssertionError(f"worker {worker} never started")
+
+
+def _wait_for_text(path: Path, text: str, after: int = 0, limit: float = 180) -> int:
+    """Until the file holds `text` past offset `after`; returns where it was found."""
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        content = path.read_text() if path.exists() else ""
+        found = content.find(text, after)
+        if found >= 0:
+            return found
+        time.sleep(0.1)
+    raise AssertionError(f"{path} never showed {text!r}:\n{content[-2000:]}")
+
+
+def test_a_killed_worker_and_a_killed_chief_lose_no_trial(tmp_path, image_cache):
+    """SIGKILL a worker in a trial: the chief starts it again under its id and it takes
+    that trial back. Then SIGKILL the chief: the same command continues the sweep."""
+    cmd = _chief(image_cache, tmp_path)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    chief = subprocess.Popen(
+        cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
+    log0 = tmp_path / "outputs/sweeps/faults/workers/tuner0.log"
+    try:
+        worker = _worker_pid(chief.pid, "tuner0")
+        _wait_for_text(log0, "epoch 1/3")
+        os.kill(worker, signal.SIGKILL)
+        restarted = _wait_for_text(log0, "happysad worker tuner0", after=1)
+        _wait_for_text(log0, "epoch 1/3", after=restarted)  # training again
+        started = descendants(chief.pid)
+        chief.send_signal(signal.SIGKILL)
+        first = chief.communicate(timeout=60)[0]
+    finally:
+        chief.kill()
+    wait_until_gone(started, limit=90)  # workers, their trials and the server go with it
+    assert "worker tuner0 killed by signal 9" in first and "started again (1 of 3)" in first
+
+    done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    (parent,), children = _runs(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    assert parent.info.status == "FINISHED"
+    finished = Counter(c.info.run_name for c in children if c.info.status == "FINISHED")
+    assert finished == Counter(f"trial-{i}" for i in range(5))  # each exactly once
+    killed = [c for c in children if c.info.status == "KILLED"]
+    assert any(
+        "worker tuner0 killed by signal 9" in c.data.tags["happysad.failure"] for c in killed
+    )
+    assert not [c for c in children if c.info.status == "RUNNING"]
+    assert "trials recorded so far" in done.stdout
+
+
+def _join(chief: str, tracking_uri: str, timeout: float) -> subprocess.CompletedProcess:
+    """python -m happysad.worker for a sweep that is not there."""
+    return subprocess.run(
+        [
+            *(sys.executable, "-m", "happysad.worker", "--chief", chief),
+            *("--tracking-uri", tracking_uri, "--sweep-run", "0" * 32, "--id", "tuner0"),
+            *("--connect-timeout", str(timeout)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_a_worker_that_cannot_reach_the_chief_says_so_within_its_timeout(store_uri):
+    from happysad.tracking.server import free_port, serving
+
+    with serving(store_uri) as served:
+        started = time.monotonic()
+        done = _join(f"127.0.0.1:{free_port()}", served, 3)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "cannot reach the sweep's chief (its keras-tuner oracle) at 127.0.0.1:" in done.stdout
+    assert time.monotonic() - started < 60
+
+
+def test_a_worker_that_cannot_reach_the_tracking_server_says_so():
+    from happysad.tracking.server import free_port
+
+    address = f"http://127.0.0.1:{free_port()}"
+    done = _join("127.0.0.1:1", address, 2)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert f"cannot reach the MLflow tracking server at {address}" in done.stdout
