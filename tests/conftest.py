@@ -115,3 +115,63 @@ def wait_until_gone(pids: list[int], limit: float = 20) -> None:
     while alive := [p for p in pids if running_parent(p) is not None]:
         assert time.monotonic() < deadline, f"processes {alive} outlived the command"
         time.sleep(0.1)
+
+
+def _as_postgres(command: list[str]) -> list[str]:
+    """PostgreSQL's server refuses to run as root: as root, run it as its own user."""
+    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
+
+
+@pytest.fixture
+def postgres_uri():
+    """A throw-away PostgreSQL (Debian's packages; .ci/run installs them when missing)
+    with an empty database: its SQLAlchemy URI for MLflow."""
+    import glob
+    import shutil
+    import subprocess
+    import tempfile
+
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    assert found, "PostgreSQL is not installed: apt-get install postgresql (.ci/run does)"
+    bin_dir = Path(found[-1]).parent
+    # Outside pytest's folders, which only root may enter.
+    home = Path(tempfile.mkdtemp(prefix="happysad-pg-"))
+    if os.geteuid() == 0:
+        shutil.chown(home, "postgres", "postgres")
+    data = home / "data"
+    subprocess.run(
+        _as_postgres([str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "-A", "trust"]),
+        check=True,
+        capture_output=True,
+    )
+    port = free_port()
+    server = subprocess.Popen(
+        _as_postgres(
+            [str(bin_dir / "postgres"), "-D", str(data), "-p", str(port), "-k", str(home)]
+            + ["-c", "listen_addresses=127.0.0.1"]
+        ),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        import psycopg2
+
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                connection = psycopg2.connect(
+                    host="127.0.0.1", port=port, user="postgres", dbname="postgres"
+                )
+                break
+            except psycopg2.OperationalError:
+                assert server.poll() is None and time.monotonic() < deadline, "postgres died"
+                time.sleep(0.3)
+        connection.autocommit = True
+        with connection.cursor() as cursor:
+            cursor.execute("CREATE DATABASE mlflow")
+        connection.close()
+        yield f"postgresql+psycopg2://postgres@127.0.0.1:{port}/mlflow"
+    finally:
+        server.terminate()
+        server.wait(timeout=60)
+        shutil.rmtree(home, ignore_errors=True)

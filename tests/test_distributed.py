@@ -163,3 +163,81 @@ def test_a_worker_that_cannot_reach_the_tracking_server_says_so():
     done = _join("127.0.0.1:1", address, 2)
     assert done.returncode == 1, done.stdout + done.stderr
     assert f"cannot reach the MLflow tracking server at {address}" in done.stdout
+
+
+def test_two_workers_record_into_an_authenticated_server_on_postgresql(
+    tiny, postgres_uri, tmp_path, monkeypatch
+):
+    """The README's several-machine store: mlflow server on PostgreSQL with its
+    basic-auth app, artifacts served through it; credentials only in MLflow's own
+    environment variables."""
+    import json
+    import secrets
+    import urllib.error
+    import urllib.request
+
+    from conftest import wait_for_http
+
+    from happysad.tracking.server import free_port, mlflow_command, stop_group
+
+    password = secrets.token_urlsafe(16)
+    auth = tmp_path / "basic_auth.ini"
+    auth.write_text(
+        "[mlflow]\ndefault_permission = READ\n"
+        f"database_uri = sqlite:///{tmp_path / 'basic_auth.db'}\n"
+        f"admin_username = admin\nadmin_password = {password}\n"
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+    )
+    port = free_port()
+    command = mlflow_command(
+        "server",
+        postgres_uri,
+        "127.0.0.1",
+        port,
+        *("--app-name", "basic-auth", "--serve-artifacts", "--workers", "1"),
+        *("--artifacts-destination", (tmp_path / "artifacts").as_uri()),
+    )
+    server = subprocess.Popen(
+        command,
+        env={
+            **os.environ,
+            "MLFLOW_AUTH_CONFIG_PATH": str(auth),
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16),
+        },
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{uri}/health", server)
+        intruder = urllib.request.Request(
+            f"{uri}/api/2.0/mlflow/experiments/create",
+            data=json.dumps({"name": "intruder"}).encode(),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(intruder, timeout=30)
+        assert refused.value.code == 401
+
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
+        monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
+        local_store = [o for o in tiny if not o.startswith("mlflow.tracking_uri=")]
+        cfg = compose_config(
+            [*local_store, f"mlflow.tracking_uri={uri}", "distributed=local", "sweep.name=pg"]
+            + ["tuner.max_trials=4"]
+        )
+        result = run_sweep(cfg)
+
+        (parent,), children = _runs(uri)
+        assert parent.info.status == "FINISHED"
+        assert sorted(c.info.run_name for c in children) == [f"trial-{i}" for i in range(4)]
+        assert {c.info.status for c in children} == {"FINISHED"}
+        assert {c.data.tags["happysad.worker"] for c in children} == {"tuner0", "tuner1"}
+        assert Store(uri).load_keras(result.best.model_uri).output_shape == (None, 1)
+        assert (tmp_path / "artifacts").is_dir()  # written through the server, not beside it
+        for log in (tmp_path / "sweeps/pg/workers").glob("tuner*.log"):
+            assert password not in log.read_text()
+    finally:
+        stop_group(server)
