@@ -12,7 +12,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import compose_config, descendants, wait_until_gone
+from conftest import compose_config, descendants, running_parent, wait_until_gone
 from mlflow import MlflowClient
 
 from happysad.sweep import run_sweep
@@ -29,17 +29,24 @@ def _runs(uri: str):
     return parents, children
 
 
-def test_two_local_workers_record_every_trial_under_one_sweep(tiny, store_uri, tmp_path):
-    cfg = compose_config([*tiny, "distributed=local", "tuner.max_trials=4", "sweep.name=two"])
-    result = run_sweep(cfg)
-
-    (parent,), children = _runs(store_uri)
+def _four_trials_by_two_workers(uri: str):
+    """The sweep's run and its four trial runs, each FINISHED, nested, tagged with the
+    worker that trained it; both workers trained (each takes a trial as soon as it
+    asks, and a first trial takes far longer than a worker's start)."""
+    (parent,), children = _runs(uri)
     assert parent.info.status == "FINISHED"
     assert sorted(c.info.run_name for c in children) == [f"trial-{i}" for i in range(4)]
     assert {c.info.status for c in children} == {"FINISHED"}
     assert {c.data.tags["mlflow.parentRunId"] for c in children} == {parent.info.run_id}
-    # Both workers trained (each takes a trial as soon as it asks; four to share).
     assert {c.data.tags["happysad.worker"] for c in children} == {"tuner0", "tuner1"}
+    return parent, children
+
+
+def test_two_local_workers_record_every_trial_under_one_sweep(tiny, store_uri, tmp_path):
+    cfg = compose_config([*tiny, "distributed=local", "tuner.max_trials=4", "sweep.name=two"])
+    result = run_sweep(cfg)
+
+    parent, _ = _four_trials_by_two_workers(store_uri)
     assert len(result.results) == 4 and result.best is not None
     assert parent.data.tags["happysad.best_run_id"] == result.best.run_id
     model = Store(store_uri).load_keras(result.best.model_uri)  # logged over HTTP, read here
@@ -50,6 +57,19 @@ def test_two_local_workers_record_every_trial_under_one_sweep(tiny, store_uri, t
             "the search has ended"
             in (tmp_path / "sweeps/two/workers" / f"{worker}.log").read_text()
         )
+
+
+def test_two_ray_actors_record_every_trial_under_one_sweep(tiny, store_uri, tmp_path):
+    """distributed=ray with a Ray started for the sweep (and stopped after it)."""
+    import ray
+
+    cfg = compose_config([*tiny, "distributed=ray", "tuner.max_trials=4", "sweep.name=ray"])
+    result = run_sweep(cfg)
+
+    _four_trials_by_two_workers(store_uri)
+    assert result.best is not None and not ray.is_initialized()
+    log = (tmp_path / "sweeps/ray/workers/tuner0.log").read_text()
+    assert "the search has ended" in log
 
 
 def _chief(cache: Path, cwd: Path, *extra: str) -> list[str]:
@@ -230,14 +250,34 @@ def test_two_workers_record_into_an_authenticated_server_on_postgresql(
         )
         result = run_sweep(cfg)
 
-        (parent,), children = _runs(uri)
-        assert parent.info.status == "FINISHED"
-        assert sorted(c.info.run_name for c in children) == [f"trial-{i}" for i in range(4)]
-        assert {c.info.status for c in children} == {"FINISHED"}
-        assert {c.data.tags["happysad.worker"] for c in children} == {"tuner0", "tuner1"}
+        _four_trials_by_two_workers(uri)
         assert Store(uri).load_keras(result.best.model_uri).output_shape == (None, 1)
         assert (tmp_path / "artifacts").is_dir()  # written through the server, not beside it
         for log in (tmp_path / "sweeps/pg/workers").glob("tuner*.log"):
             assert password not in log.read_text()
     finally:
         stop_group(server)
+
+
+def test_a_ray_actor_killed_in_a_trial_is_restarted_and_its_trial_finishes(tmp_path, image_cache):
+    cmd = [*_chief(image_cache, tmp_path), "distributed=ray", "tuner.max_trials=3"]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    chief = subprocess.Popen(
+        cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
+    try:
+        worker = _worker_pid(chief.pid, "tuner0", limit=180)
+        actor = running_parent(worker)  # the Ray actor holding it (the shim became the worker)
+        _wait_for_text(tmp_path / "outputs/sweeps/faults/workers/tuner0.log", "epoch 1/3")
+        os.kill(actor, signal.SIGKILL)
+        out = chief.communicate(timeout=600)[0]
+    finally:
+        chief.kill()
+    assert chief.returncode == 0, out[-3000:]
+    assert "worker tuner0 killed by signal 9" in out and "started again (1 of 3)" in out
+    (parent,), children = _runs(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    finished = Counter(c.info.run_name for c in children if c.info.status == "FINISHED")
+    assert finished == Counter(f"trial-{i}" for i in range(3))
+    assert [c.data.tags["happysad.worker"] for c in children if c.info.status == "KILLED"] == [
+        "tuner0"
+    ]

@@ -404,6 +404,7 @@ class SweepConfig:
 class DistributedMode(Enum):
     none = "none"  # this process trains the trials
     local = "local"  # worker processes on this machine
+    ray = "ray"  # worker processes held by Ray actors (pip install 'happysad[ray]')
 
 
 @dataclass
@@ -430,6 +431,9 @@ class DistributedConfig:
     restarts: int = 3
     # Seconds a worker waits for the chief and the tracking server before it gives up.
     connect_timeout: float = 60
+    # distributed=ray: the cluster (`auto`: the one running here, or `ray://host:10001`);
+    # null: a Ray started for the sweep on this machine and stopped with it.
+    address: str | None = None
 
 
 @dataclass

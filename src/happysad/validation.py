@@ -72,6 +72,11 @@ def _check_distributed(cfg: Config) -> None:
             f"tuner.time_budget={cfg.tuner.time_budget} does not work with distributed="
             f"{d.mode.value} yet: drop one of them (tuner.max_trials bounds a distributed sweep)"
         )
+    if d.mode is DistributedMode.ray:
+        import importlib.util
+
+        if importlib.util.find_spec("ray") is None:
+            raise ConfigError("distributed=ray needs Ray: pip install 'happysad[ray]'")
     if not 0 <= d.port < 65536:
         raise ConfigError(f"distributed.port={d.port} is not a port (0 takes a free one)")
 
