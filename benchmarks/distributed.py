@@ -1,0 +1,161 @@
+"""Trials per hour: a local sweep against the distributed path, with 1 and 2 workers.
+
+Runs the same search (same seed, space and trial budget, so the same trials) as four
+commands, one after another, each in a fresh store:
+
+  local-1t   a local sweep on one CPU core, TensorFlow on one thread
+  dist-1w    distributed=local, 1 worker of one core and one thread
+  dist-2w    distributed=local, 2 workers of one core and one thread each
+  local-2t   a local sweep on two cores, two threads (the user's question: is two
+             workers better than one sweep with the whole machine?)
+
+A sweep's time is its MLflow parent run's span (from its start, after TensorFlow's
+import, to its end, the report included: workers' start-up counts against the
+distributed path); the command's wall time is reported too. Reports trials per hour
+for each arm, the overhead of dist-1w against local-1t (target: at most 5%), the
+scaling from dist-1w to dist-2w (target: at least 1.8x), and dist-2w against
+local-2t, as medians over --repeats rounds (the arms interleaved within a round).
+
+    python benchmarks/distributed.py                      # 8 trials of the tiny search
+    python benchmarks/distributed.py --repeats 3 tuner.max_trials=12
+
+Extra arguments are Hydra overrides for every arm. Needs 2 cores. Record results in
+benchmarks/README.md with the machine and the date.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+WORKLOAD = [
+    "debug=tiny",
+    "data.num_images=1000",
+    "tuner=random",
+    "tuner.max_trials=8",
+    "tuner.epochs=2",
+    "seed=0",
+]
+
+ARMS = {
+    "local-1t": (["distributed=none"], [0]),
+    "dist-1w": (
+        ["distributed=local", "distributed.workers=1", "distributed.cpus_per_worker=1"],
+        None,
+    ),
+    "dist-2w": (
+        ["distributed=local", "distributed.workers=2", "distributed.cpus_per_worker=1"],
+        None,
+    ),
+    "local-2t": (["distributed=none"], [0, 1]),
+}
+
+
+def run_arm(name: str, overrides: list[str], cache: Path) -> dict:
+    extra, cores = ARMS[name]
+    with tempfile.TemporaryDirectory(prefix=f"happysad-bench-{name}-") as tmp:
+        uri = f"sqlite:///{tmp}/mlruns/mlflow.db"
+        command = [
+            sys.executable,
+            "-m",
+            "happysad.sweep",
+            *WORKLOAD,
+            *extra,
+            *overrides,
+            f"data.cache_dir={cache}",
+            f"mlflow.tracking_uri={uri}",
+            f"sweep.dir={tmp}/sweeps",
+            f"sweep.name=bench-{name}",
+        ]
+        env = dict(os.environ)
+        if cores is not None:  # a local sweep: its whole process tree on these cores
+            threads = str(len(cores))
+            env |= {"TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": threads}
+            env["OMP_NUM_THREADS"] = threads
+        started = time.perf_counter()
+        done = subprocess.run(
+            command,
+            cwd=tmp,
+            env=env,
+            capture_output=True,
+            text=True,
+            preexec_fn=(lambda: os.sched_setaffinity(0, cores)) if cores else None,
+        )
+        wall = time.perf_counter() - started
+        if done.returncode != 0:
+            raise SystemExit(f"{name} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+        from mlflow import MlflowClient
+
+        client = MlflowClient(uri)
+        experiment = client.get_experiment_by_name("happysad").experiment_id
+        runs = client.search_runs([experiment])
+        (parent,) = [r for r in runs if r.data.tags.get("happysad.role") == "sweep"]
+        trials = [
+            r
+            for r in runs
+            if r.data.tags.get("happysad.role") == "trial" and r.info.status == "FINISHED"
+        ]
+        span = (parent.info.end_time - parent.info.start_time) / 1000
+        first = min(r.info.start_time for r in trials)
+        busy = (max(r.info.end_time for r in trials) - first) / 1000
+    return {
+        "arm": name,
+        "trials": len(trials),
+        "sweep_s": span,
+        "wall_s": wall,
+        "start_up_s": (first - parent.info.start_time) / 1000,
+        "trials_per_hour": len(trials) / span * 3600,
+        "steady_trials_per_hour": len(trials) / busy * 3600,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("overrides", nargs="*")
+    args = parser.parse_args()
+    if len(os.sched_getaffinity(0)) < 2:
+        raise SystemExit("this benchmark needs 2 CPU cores")
+    cache = Path(tempfile.mkdtemp(prefix="happysad-bench-cache-"))
+    rows = []
+    for round_ in range(args.repeats):
+        for name in ARMS:
+            row = run_arm(name, args.overrides, cache) | {"round": round_}
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+    print()
+    print(
+        f"{platform.node()} {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} cores, {datetime.date.today()}, {args.repeats} round(s), "
+        f"workload {' '.join(WORKLOAD + args.overrides)}"
+    )
+    for key, what in (
+        ("trials_per_hour", "whole sweep (parent run's span: start-up and report included)"),
+        ("steady_trials_per_hour", "trials only (first trial's start to last trial's end)"),
+    ):
+        rate = {n: statistics.median(r[key] for r in rows if r["arm"] == n) for n in ARMS}
+        print(f"{what}:")
+        for name in ARMS:
+            start_up = statistics.median(r["start_up_s"] for r in rows if r["arm"] == name)
+            sweep = statistics.median(r["sweep_s"] for r in rows if r["arm"] == name)
+            print(
+                f"  {name:<9} {rate[name]:7.1f} trials/hour "
+                f"(sweep {sweep:.0f} s, of which {start_up:.0f} s before its first trial)"
+            )
+        overhead = rate["local-1t"] / rate["dist-1w"] - 1
+        print(f"  overhead, dist-1w against local-1t: {overhead:+.1%} (target <= 5%)")
+        print(f"  scaling, dist-1w to dist-2w: {rate['dist-2w'] / rate['dist-1w']:.2f}x (>= 1.8x)")
+        print(f"  dist-2w against local-2t: {rate['dist-2w'] / rate['local-2t']:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
