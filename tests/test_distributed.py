@@ -281,3 +281,54 @@ def test_a_ray_actor_killed_in_a_trial_is_restarted_and_its_trial_finishes(tmp_p
     assert [c.data.tags["happysad.worker"] for c in children if c.info.status == "KILLED"] == [
         "tuner0"
     ]
+
+
+def _start_chief(cmd: list[str], cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        # A suite started in the background inherits SIGINT ignored: give the default.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+
+
+def test_sigterm_to_the_chief_stops_every_process_and_marks_the_runs_killed(tmp_path, image_cache):
+    chief = _start_chief(_chief(image_cache, tmp_path, "tuner.epochs=20"), tmp_path)
+    try:
+        _worker_pid(chief.pid, "tuner1")
+        _wait_for_text(tmp_path / "outputs/sweeps/faults/workers/tuner1.log", "epoch 2/20")
+        started = descendants(chief.pid)
+        chief.send_signal(signal.SIGTERM)
+        out = chief.communicate(timeout=120)[0]
+    finally:
+        chief.kill()
+    wait_until_gone(started, limit=60)
+    assert chief.returncode == 130, out[-3000:]
+    assert "To go on where it stopped: python -m happysad.sweep" in out
+    (parent,), children = _runs(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    assert parent.info.status == "KILLED"
+    statuses = {c.info.status for c in children}  # a short trial may have finished before
+    assert "KILLED" in statuses and "RUNNING" not in statuses
+
+
+def test_a_chief_whose_workers_all_died_says_so_and_exits_non_zero(tmp_path, image_cache):
+    cmd = _chief(image_cache, tmp_path, "tuner.epochs=20", "distributed.restarts=0")
+    chief = _start_chief(cmd, tmp_path)
+    try:
+        workers = [_worker_pid(chief.pid, f"tuner{k}") for k in (0, 1)]
+        _wait_for_text(tmp_path / "outputs/sweeps/faults/workers/tuner0.log", "epoch 1/20")
+        for pid in workers:
+            os.kill(pid, signal.SIGKILL)
+        out = chief.communicate(timeout=120)[0]
+    finally:
+        chief.kill()
+    assert chief.returncode == 1, out[-3000:]
+    assert "all 2 workers died before the search ended" in out
+    assert "Run the same command again to continue the sweep" in out
+    (parent,), children = _runs(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    assert parent.info.status == "FAILED"
+    assert "RUNNING" not in {c.info.status for c in children}
