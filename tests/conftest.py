@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
+import subprocess
 import time
 import urllib.request
 from pathlib import Path
@@ -77,6 +79,21 @@ def wait_for_http(url: str, process, limit: float = 180) -> None:
                 output = output.decode() if isinstance(output, bytes) else output
                 raise AssertionError(f"{url} never answered:\n{output[-3000:]}") from None
             time.sleep(0.5)
+
+
+def start_command(cmd: list[str], cwd: Path) -> subprocess.Popen:
+    """A command as a user's shell starts it, its output readable line by line."""
+    return subprocess.Popen(
+        cmd,
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        # A suite started in the background (`.ci/run &`) inherits SIGINT ignored, and
+        # so would the command: give it the terminal's default, as a user's shell does.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
 
 
 def running_parent(pid: int) -> int | None:

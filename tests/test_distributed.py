@@ -12,11 +12,17 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import compose_config, descendants, running_parent, wait_until_gone
 from mlflow import MlflowClient
 
 from happysad.sweep import run_sweep
 from happysad.tracking.store import Store
+from tests.conftest import (
+    compose_config,
+    descendants,
+    running_parent,
+    start_command,
+    wait_until_gone,
+)
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux /proc")
 
@@ -196,9 +202,8 @@ def test_two_workers_record_into_an_authenticated_server_on_postgresql(
     import urllib.error
     import urllib.request
 
-    from conftest import wait_for_http
-
     from happysad.tracking.server import free_port, mlflow_command, stop_group
+    from tests.conftest import wait_for_http
 
     password = secrets.token_urlsafe(16)
     auth = tmp_path / "basic_auth.ini"
@@ -283,21 +288,8 @@ def test_a_ray_actor_killed_in_a_trial_is_restarted_and_its_trial_finishes(tmp_p
     ]
 
 
-def _start_chief(cmd: list[str], cwd: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        cmd,
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        # A suite started in the background inherits SIGINT ignored: give the default.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-
-
 def test_sigterm_to_the_chief_stops_every_process_and_marks_the_runs_killed(tmp_path, image_cache):
-    chief = _start_chief(_chief(image_cache, tmp_path, "tuner.epochs=20"), tmp_path)
+    chief = start_command(_chief(image_cache, tmp_path, "tuner.epochs=20"), tmp_path)
     try:
         _worker_pid(chief.pid, "tuner1")
         _wait_for_text(tmp_path / "outputs/sweeps/faults/workers/tuner1.log", "epoch 2/20")
@@ -317,7 +309,7 @@ def test_sigterm_to_the_chief_stops_every_process_and_marks_the_runs_killed(tmp_
 
 def test_a_chief_whose_workers_all_died_says_so_and_exits_non_zero(tmp_path, image_cache):
     cmd = _chief(image_cache, tmp_path, "tuner.epochs=20", "distributed.restarts=0")
-    chief = _start_chief(cmd, tmp_path)
+    chief = start_command(cmd, tmp_path)
     try:
         workers = [_worker_pid(chief.pid, f"tuner{k}") for k in (0, 1)]
         _wait_for_text(tmp_path / "outputs/sweeps/faults/workers/tuner0.log", "epoch 1/20")

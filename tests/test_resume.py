@@ -14,7 +14,13 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from happysad.errors import ConfigError
 from happysad.sweep import run_sweep
-from tests.conftest import compose_config, descendants, process_tree, wait_until_gone
+from tests.conftest import (
+    compose_config,
+    descendants,
+    process_tree,
+    start_command,
+    wait_until_gone,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -151,21 +157,6 @@ def _command(cache, *extra):
     ]
 
 
-def _start(cmd, cwd):
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    return subprocess.Popen(
-        cmd,
-        cwd=cwd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-        # A suite started in the background (`.ci/run &`) inherits SIGINT ignored, and
-        # so would the sweep: give it the terminal's default, as a user's shell does.
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
-    )
-
-
 def _wait_for(process, text, limit=300):
     """Read the command's output until a line holds `text`; the lines read so far."""
     seen, started = [], time.monotonic()
@@ -198,7 +189,7 @@ def _wait_for_trial_process(pid: int, limit: float = 120) -> int:
 
 def test_a_sweep_killed_in_a_trial_resumes_without_duplicates(tmp_path, image_cache):
     cmd = _command(image_cache, "sweep.name=hard", "tuner.max_trials=3", "tuner.epochs=4")
-    process = _start(cmd, tmp_path)
+    process = start_command(cmd, tmp_path)
     _wait_for(process, "trial 2 of 3")
     _wait_for(process, "epoch 1/4")
     training = _grandchildren(process.pid)
@@ -222,7 +213,7 @@ def test_a_sweep_killed_in_a_trial_resumes_without_duplicates(tmp_path, image_ca
 
 def test_a_trial_whose_process_dies_fails_alone_and_the_search_goes_on(tmp_path, image_cache):
     cmd = _command(image_cache, "tuner.max_trials=2", "tuner.epochs=3", "model.padding=same")
-    process = _start(cmd, tmp_path)
+    process = start_command(cmd, tmp_path)
     _wait_for(process, "trial 1 of 2")
     _wait_for(process, "epoch 1/3")
     os.kill(_wait_for_trial_process(process.pid), signal.SIGKILL)  # as the kernel's OOM killer does
@@ -238,7 +229,9 @@ def test_a_trial_whose_process_dies_fails_alone_and_the_search_goes_on(tmp_path,
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_ctrl_c_stops_cleanly_and_says_how_to_go_on(tmp_path, image_cache, signum):
     """Ctrl-C, a scheduler's SIGTERM and a closed terminal's SIGHUP end a sweep alike."""
-    process = _start(_command(image_cache, "tuner.max_trials=3", "tuner.epochs=20"), tmp_path)
+    process = start_command(
+        _command(image_cache, "tuner.max_trials=3", "tuner.epochs=20"), tmp_path
+    )
     _wait_for(process, "epoch 2/20")
     started = descendants(process.pid)
     assert _grandchildren(process.pid), "the trial trains in its own process"
