@@ -58,6 +58,20 @@ def test_two_local_workers_record_every_trial_under_one_sweep(tiny, store_uri, t
     model = Store(store_uri).load_keras(result.best.model_uri)  # logged over HTTP, read here
     assert model.output_shape == (None, 1)
     assert "test_accuracy" in result.test_metrics
+    # promote and compare work on it as on a local sweep.
+    from omegaconf import OmegaConf
+
+    from happysad.compare import top_trials
+    from happysad.composition import compose
+    from happysad.promote import promote
+
+    promoted = promote(
+        OmegaConf.to_object(
+            compose([f"mlflow.tracking_uri={store_uri}", "sweep.name=two"], name="promote")
+        )
+    )
+    assert promoted.promoted and promoted.registered
+    assert "trial-" in top_trials(Store(store_uri), parent, 4)
     for worker in ("tuner0", "tuner1"):
         assert (
             "the search has ended"
