@@ -309,3 +309,25 @@ def test_a_backbone_replaces_the_blocks_own_spaces():
     assert "model.filters.0" not in listed and "model.dropout" in listed
     # Without a backbone, its settings are not searched either.
     assert "model.frozen_blocks" not in search_space.searchable(typed_config())
+
+
+def test_test_time_flip_averages_the_image_and_its_mirror_and_loads_as_plain_keras(tmp_path):
+    import numpy as np
+
+    from happysad.hypermodel import with_test_time_flip
+
+    _, hypermodel, tuner = _tuner(["model.padding=same", "seed=3"])
+    model = hypermodel.build(tuner.oracle.create_trial("t").hyperparameters)
+    flipped = with_test_time_flip(model)
+    x = np.random.default_rng(0).integers(0, 256, (6, *model.input_shape[1:])).astype("float32")
+    mirror = x[:, :, ::-1, :]
+    expected = (model.predict(x, verbose=0) + model.predict(mirror, verbose=0)) / 2
+    np.testing.assert_allclose(flipped.predict(x, verbose=0), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        flipped.predict(mirror, verbose=0), flipped.predict(x, verbose=0), rtol=1e-5, atol=1e-6
+    )
+    assert flipped.count_params() - model.count_params() == model.input_shape[2] ** 2
+    path = tmp_path / "flipped.keras"
+    flipped.save(path)
+    loaded = keras.models.load_model(path)  # safe mode: no custom or Lambda layer in it
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), flipped.predict(x, verbose=0))

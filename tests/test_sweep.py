@@ -201,3 +201,27 @@ def test_the_command_reports_bad_input_in_one_line(tmp_path):
     assert done.returncode == 1
     assert "error: data.path" in done.stdout + done.stderr
     assert "Traceback" not in done.stdout + done.stderr
+
+
+def test_test_time_flip_is_in_the_logged_model_and_its_report(tiny, store_uri):
+    """model.test_time_flip=true: the model a trial logs (what the test split, promote,
+    predict and serving use) predicts the same for a face and its mirror image."""
+    from happysad.data import load
+    from happysad.pyfunc import probabilities
+    from happysad.tracking.store import Store
+
+    cfg = compose_config([*tiny, "tuner.max_trials=1", "model.test_time_flip=true"])
+    result = run_sweep(cfg)
+    model = Store(store_uri).load_keras(result.best.model_uri)
+    assert model.get_layer("test_time_flip") is not None
+    x = load(result_data_config(cfg)).test.x
+    np.testing.assert_allclose(
+        probabilities(model, x), probabilities(model, x[:, :, ::-1, :].copy()), atol=1e-5
+    )
+    assert "test_accuracy" in result.test_metrics
+
+
+def result_data_config(cfg):
+    from happysad.composition import to_typed
+
+    return to_typed(cfg).data

@@ -297,6 +297,10 @@ class ModelConfig:
     # is new); its first `frozen_blocks` blocks keep their weights.
     backbone: BackboneSpace = _space(BackboneSpace)
     frozen_blocks: IntSpace = _space(IntSpace)
+    # Test-time flip: the trained model's prediction is the average of its predictions
+    # on the image and on its mirror image, built into the saved model so that
+    # evaluation, predict and serving all do the same. Training is unchanged.
+    test_time_flip: bool = False
 
 
 @dataclass

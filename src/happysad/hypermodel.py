@@ -11,6 +11,7 @@ import math
 
 import keras
 import keras_tuner
+import numpy as np
 from keras import layers
 
 from happysad import architecture, search_space, transfer
@@ -167,6 +168,26 @@ def portable(model) -> None:
         )
         # Built, so that the saved model's optimizer has the variables a load expects.
         model.optimizer.build(model.trainable_variables)
+
+
+def with_test_time_flip(model):
+    """`model` whose prediction is the mean of its predictions on the image and on its
+    mirror image. The mirror is a fixed Dense layer over the width (an anti-diagonal
+    identity), so the saved model is plain Keras and loads without happysad."""
+    height, width, channels = model.input_shape[1:]
+    inputs = keras.Input(shape=(height, width, channels), name="image")
+    across = layers.Permute((1, 3, 2), name="width_last")(inputs)
+    mirror = layers.Dense(width, use_bias=False, trainable=False, name="mirror")
+    mirrored = layers.Permute((1, 3, 2), name="width_back")(mirror(across))
+    mirror.set_weights([np.eye(width, dtype="float32")[::-1]])
+    outputs = layers.Average(name="test_time_flip")([model(inputs), model(mirrored)])
+    flipped = keras.Model(inputs, outputs, name=f"{model.name}_flip")
+    # Compiled like the model (a fresh optimizer of its settings, built so that the
+    # saved model loads without warnings); only its predictions are used.
+    optimizer = type(model.optimizer).from_config(model.optimizer.get_config())
+    flipped.compile(optimizer=optimizer, loss=model.loss, metrics=_metrics())
+    flipped.optimizer.build(flipped.trainable_variables)
+    return flipped
 
 
 def stem(cfg: Config, drawn: search_space.Drawn, input_shape: tuple):

@@ -41,6 +41,7 @@ def fingerprint(cfg: Config, data_digest: str) -> dict[str, dict[str, str]]:
     space = search_space.summary(cfg)
     space["model.padding"] = cfg.model.padding.value
     space["augmentation.flip"] = str(cfg.augmentation.flip)
+    space["model.test_time_flip"] = str(cfg.model.test_time_flip)
     tuner = {
         f"tuner.{k}": _text(v)
         for k, v in asdict(cfg.tuner).items()

@@ -163,6 +163,10 @@ def train(job: TrialJob, report: EpochReport, fresh_process: bool = False) -> Tr
         epochs=job.epochs,
         initial_epoch=job.initial_epoch,
     )
+    if job.cfg.model.test_time_flip:  # after training: it changes predictions only
+        from happysad.hypermodel import with_test_time_flip
+
+        model = with_test_time_flip(model)
     outcome = TrialOutcome(
         history={name: [float(v) for v in values] for name, values in fit.history.items()},
         epochs=list(fit.epoch),
