@@ -265,6 +265,9 @@ class WorkerActor:
     """A Ray actor that holds one worker: the resources it reserved are the worker's,
     and the worker's process ends with it (with_parent)."""
 
+    def ping(self) -> bool:
+        return True
+
     def run(self, command: list[str], env: dict[str, str], log_path: str, cwd: str) -> int:
         Path(log_path).parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "a") as out:
@@ -278,6 +281,23 @@ class WorkerActor:
                 start_new_session=True,
             )
             return process.wait()
+
+
+def _wait_until_alive(actor, limit: float = 120) -> None:
+    """Until a restarting actor answers: a call made while Ray restarts it fails at once
+    (actor calls are not retried), and the worker would be lost. After `limit` seconds
+    the worker's own start fails, and says so."""
+    import ray
+
+    deadline = time.monotonic() + limit
+    while True:
+        try:
+            ray.get(actor.ping.remote(), timeout=10)
+            return
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.5)
 
 
 class RayWorkers(Workers):
@@ -316,7 +336,10 @@ class RayWorkers(Workers):
         self.share = _share(per_cpu, per_gpu) + " (Ray actors)"
 
     def start(self, worker: Worker) -> None:
-        worker.handle = self.actors[worker.tuner_id].run.remote(
+        actor = self.actors[worker.tuner_id]
+        if worker.exit_codes:  # started again: its actor may still be restarting
+            _wait_until_alive(actor)
+        worker.handle = actor.run.remote(
             [*self.command, "--id", worker.tuner_id],
             worker.env,
             str(worker.log_path.resolve()),
