@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.request
 from pathlib import Path
@@ -79,6 +80,19 @@ def wait_for_http(url: str, process, limit: float = 180) -> None:
                 output = output.decode() if isinstance(output, bytes) else output
                 raise AssertionError(f"{url} never answered:\n{output[-3000:]}") from None
             time.sleep(0.5)
+
+
+def sweep_command(cache: Path, *extra: str) -> list[str]:
+    """`python -m happysad.sweep` on the tiny synthetic set, as a user types it."""
+    return [
+        sys.executable,
+        "-m",
+        "happysad.sweep",
+        "debug=tiny",
+        "data.num_images=120",
+        f"data.cache_dir={cache}",
+        *extra,
+    ]
 
 
 def start_command(cmd: list[str], cwd: Path) -> subprocess.Popen:

@@ -21,6 +21,7 @@ from tests.conftest import (
     descendants,
     running_parent,
     start_command,
+    sweep_command,
     wait_until_gone,
 )
 
@@ -92,20 +93,15 @@ def test_two_ray_actors_record_every_trial_under_one_sweep(tiny, store_uri, tmp_
     assert "the search has ended" in log
 
 
-def _chief(cache: Path, cwd: Path, *extra: str) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "happysad.sweep",
-        "debug=tiny",
-        "data.num_images=120",
-        f"data.cache_dir={cache}",
+def _chief(cache: Path, *extra: str) -> list[str]:
+    return sweep_command(
+        cache,
         "distributed=local",
         "sweep.name=faults",
         "tuner.max_trials=5",
         "tuner.epochs=3",
         *extra,
-    ]
+    )
 
 
 def _worker_pid(chief: int, worker: str, limit: float = 120) -> int:
@@ -137,7 +133,7 @@ def _wait_for_text(path: Path, text: str, after: int = 0, limit: float = 180) ->
 def test_a_killed_worker_and_a_killed_chief_lose_no_trial(tmp_path, image_cache):
     """SIGKILL a worker in a trial: the chief starts it again under its id and it takes
     that trial back. Then SIGKILL the chief: the same command continues the sweep."""
-    cmd = _chief(image_cache, tmp_path)
+    cmd = _chief(image_cache)
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     chief = subprocess.Popen(
         cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
@@ -279,7 +275,7 @@ def test_two_workers_record_into_an_authenticated_server_on_postgresql(
 
 
 def test_a_ray_actor_killed_in_a_trial_is_restarted_and_its_trial_finishes(tmp_path, image_cache):
-    cmd = [*_chief(image_cache, tmp_path), "distributed=ray", "tuner.max_trials=3"]
+    cmd = [*_chief(image_cache), "distributed=ray", "tuner.max_trials=3"]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     chief = subprocess.Popen(
         cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
@@ -303,7 +299,7 @@ def test_a_ray_actor_killed_in_a_trial_is_restarted_and_its_trial_finishes(tmp_p
 
 
 def test_sigterm_to_the_chief_stops_every_process_and_marks_the_runs_killed(tmp_path, image_cache):
-    chief = start_command(_chief(image_cache, tmp_path, "tuner.epochs=20"), tmp_path)
+    chief = start_command(_chief(image_cache, "tuner.epochs=20"), tmp_path)
     try:
         _worker_pid(chief.pid, "tuner1")
         _wait_for_text(tmp_path / "outputs/sweeps/faults/workers/tuner1.log", "epoch 2/20")
@@ -322,7 +318,7 @@ def test_sigterm_to_the_chief_stops_every_process_and_marks_the_runs_killed(tmp_
 
 
 def test_a_chief_whose_workers_all_died_says_so_and_exits_non_zero(tmp_path, image_cache):
-    cmd = _chief(image_cache, tmp_path, "tuner.epochs=20", "distributed.restarts=0")
+    cmd = _chief(image_cache, "tuner.epochs=20", "distributed.restarts=0")
     chief = start_command(cmd, tmp_path)
     try:
         workers = [_worker_pid(chief.pid, f"tuner{k}") for k in (0, 1)]

@@ -19,6 +19,7 @@ from tests.conftest import (
     descendants,
     process_tree,
     start_command,
+    sweep_command,
     wait_until_gone,
 )
 
@@ -120,7 +121,7 @@ def test_deterministic_sweeps_give_the_same_metrics(tmp_path, image_cache):
     # trains in its own process too: a trial's process trains exactly what it would.
     uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
     for name, isolate in (("a", "true"), ("b", "false")):
-        cmd = _command(
+        cmd = sweep_command(
             image_cache,
             f"sweep.name={name}",
             "deterministic=true",
@@ -143,18 +144,6 @@ def test_deterministic_sweeps_give_the_same_metrics(tmp_path, image_cache):
 
 
 # --- the real command, killed and interrupted ---------------------------------------------
-
-
-def _command(cache, *extra):
-    return [
-        sys.executable,
-        "-m",
-        "happysad.sweep",
-        "debug=tiny",
-        "data.num_images=120",
-        f"data.cache_dir={cache}",
-        *extra,
-    ]
 
 
 def _wait_for(process, text, limit=300):
@@ -188,7 +177,7 @@ def _wait_for_trial_process(pid: int, limit: float = 120) -> int:
 
 
 def test_a_sweep_killed_in_a_trial_resumes_without_duplicates(tmp_path, image_cache):
-    cmd = _command(image_cache, "sweep.name=hard", "tuner.max_trials=3", "tuner.epochs=4")
+    cmd = sweep_command(image_cache, "sweep.name=hard", "tuner.max_trials=3", "tuner.epochs=4")
     process = start_command(cmd, tmp_path)
     _wait_for(process, "trial 2 of 3")
     _wait_for(process, "epoch 1/4")
@@ -212,7 +201,7 @@ def test_a_sweep_killed_in_a_trial_resumes_without_duplicates(tmp_path, image_ca
 
 
 def test_a_trial_whose_process_dies_fails_alone_and_the_search_goes_on(tmp_path, image_cache):
-    cmd = _command(image_cache, "tuner.max_trials=2", "tuner.epochs=3", "model.padding=same")
+    cmd = sweep_command(image_cache, "tuner.max_trials=2", "tuner.epochs=3", "model.padding=same")
     process = start_command(cmd, tmp_path)
     _wait_for(process, "trial 1 of 2")
     _wait_for(process, "epoch 1/3")
@@ -230,7 +219,7 @@ def test_a_trial_whose_process_dies_fails_alone_and_the_search_goes_on(tmp_path,
 def test_ctrl_c_stops_cleanly_and_says_how_to_go_on(tmp_path, image_cache, signum):
     """Ctrl-C, a scheduler's SIGTERM and a closed terminal's SIGHUP end a sweep alike."""
     process = start_command(
-        _command(image_cache, "tuner.max_trials=3", "tuner.epochs=20"), tmp_path
+        sweep_command(image_cache, "tuner.max_trials=3", "tuner.epochs=20"), tmp_path
     )
     _wait_for(process, "epoch 2/20")
     started = descendants(process.pid)
@@ -250,7 +239,7 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_go_on(tmp_path, image_cache, signu
 
 def test_an_all_failing_sweep_exits_non_zero_with_the_reasons(tmp_path, image_cache):
     done = subprocess.run(
-        _command(
+        sweep_command(
             image_cache, "model.padding=valid", "model.depth.value=4", "model.kernel_size.value=5"
         ),
         cwd=tmp_path,
@@ -268,7 +257,9 @@ def test_an_all_failing_sweep_exits_non_zero_with_the_reasons(tmp_path, image_ca
 def test_a_multirun_gives_one_sweep_per_job_in_one_store(tmp_path, image_cache, launcher):
     # Same padding: every drawn architecture fits the tiny images, so each job's one
     # trial finishes whatever the seed draws.
-    cmd = _command(image_cache, "seed=0,1", "tuner.max_trials=1", "model.padding=same", *launcher)
+    cmd = sweep_command(
+        image_cache, "seed=0,1", "tuner.max_trials=1", "model.padding=same", *launcher
+    )
     cmd.insert(3, "-m")  # python -m happysad.sweep -m ...
     done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]

@@ -100,25 +100,20 @@ def _group_listing() -> str:
     return "".join(f"{name}: {', '.join(options)}\n" for name, options in sorted(groups.items()))
 
 
+def _group_schemas(group: str) -> dict[str, Any]:
+    """A group's schemas by option name, e.g. the tuner's: {"random": RandomTunerConfig, ...}."""
+    return {
+        path.split("/")[1]: node for path, node in _SCHEMAS.items() if path.startswith(group + "/")
+    }
+
+
 def data_config(values: dict[str, Any]) -> DataConfig:
     """A data section, as recorded with a sweep (config/config.yaml), typed again."""
-    schemas = {
-        "synthetic": SyntheticDataConfig,
-        "folder": FolderDataConfig,
-        "fer2013": Fer2013DataConfig,
-    }
+    schemas = _group_schemas("data")
     schema = schemas.get(values.get("source"))
     if schema is None:
         raise ConfigError(f"data.source={values.get('source')!r} is not one of {sorted(schemas)}")
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), values))
-
-
-_TUNERS = {
-    "random": RandomTunerConfig,
-    "grid": GridTunerConfig,
-    "bayesian": BayesianTunerConfig,
-    "hyperband": HyperbandTunerConfig,
-}
 
 
 def recorded_config(values: dict[str, Any]) -> Config:
@@ -126,7 +121,7 @@ def recorded_config(values: dict[str, Any]) -> Config:
     again: what a distributed sweep's worker runs."""
     from happysad.validation import validate
 
-    tuner = _TUNERS.get(values.get("tuner", {}).get("name"))
+    tuner = _group_schemas("tuner").get(values.get("tuner", {}).get("name"))
     if tuner is None:
         raise ConfigError(f"tuner.name={values.get('tuner', {}).get('name')!r} is not known")
     typed = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), values))

@@ -100,13 +100,6 @@ def save_oracle(oracle) -> None:
     synchronized(lambda o: o.save())(oracle)
 
 
-def search_done(oracle) -> bool:
-    """keras-tuner's own test for the chief's end: no trial out, no tuner waiting."""
-    from keras_tuner.src.distribute.oracle_chief import exit_chief
-
-    return exit_chief(oracle)
-
-
 @dataclass
 class Worker:
     tuner_id: str
@@ -141,7 +134,6 @@ class Workers:
         self.command = command
         self.max_restarts = cfg.distributed.restarts
         self.workers: list[Worker] = []
-        self.folder = folder
         self.share = ""
 
     def start(self, worker: Worker) -> None:
@@ -368,7 +360,7 @@ class RayWorkers(Workers):
             ray.shutdown()
 
 
-def search(cfg: Config, images, sweep, tuner) -> list:
+def search(cfg: Config, sweep, tuner) -> list:
     """Serve `tuner`'s oracle to the workers until the search ends; returns the sweep's
     trials as recorded in MLflow (TrialRecords, oldest first)."""
     import tensorflow as tf
@@ -417,12 +409,11 @@ def search(cfg: Config, images, sweep, tuner) -> list:
             workers.stop()
             sweep.close_interrupted_trials(reason="stopped: the sweep stopped during this trial")
             raise
-        finally:
-            workers.stop()
+        workers.stop()
     return sweep.previous_trials()
 
 
-def _watch(oracle, servicer, workers: LocalWorkers, sweep) -> None:
+def _watch(oracle, servicer, workers: Workers, sweep) -> None:
     """Until the search ends: the oracle has said stop and no worker, of this machine or
     another, holds a trial or waits for one. Workers that died for good are not waited
     for; when every worker of this machine has, and none other is known, it fails."""

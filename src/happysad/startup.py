@@ -87,7 +87,7 @@ def signals_stop() -> Iterator[None]:
 def die_with_parent(signum: int = signal.SIGTERM) -> None:
     """On Linux, have `signum` sent to this process when the process that started it
     ends, however it ends (a hard kill too), so nothing it started is left running. Call
-    it first thing in the child (a trial's process, or as a Popen preexec_fn)."""
+    it first thing in the child (a trial's process); for a command, see with_parent."""
     if not sys.platform.startswith("linux"):
         return
     import ctypes

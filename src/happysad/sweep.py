@@ -245,7 +245,7 @@ def _search_distributed(cfg: Config, images, sweep, hypermodel) -> SweepResult:
     from happysad import distributed, tuning
 
     tuner = tuning.make_tuner(cfg, hypermodel, cfg.sweep.dir, cfg.sweep.name)
-    results = distributed.search(cfg, images, sweep, tuner)
+    results = distributed.search(cfg, sweep, tuner)
     return _finish(cfg, tuner, sweep, images, results, None, None)
 
 

@@ -216,7 +216,9 @@ def main(argv: list[str] | None = None) -> int:
         "overrides", nargs="*", help="key=value for this machine, e.g. data.path=/data/faces"
     )
     args = parser.parse_args(argv)
-    cores = os.environ.get("HAPPYSAD_CPU_CORES")  # distributed=local's share of the cores
+    from happysad.distributed import CORES_VARIABLE
+
+    cores = os.environ.get(CORES_VARIABLE)  # distributed=local's share of the cores
     if cores and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {int(c) for c in cores.split(",")})
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
