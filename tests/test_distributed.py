@@ -19,6 +19,7 @@ from happysad.tracking.store import Store
 from tests.conftest import (
     compose_config,
     descendants,
+    process_tree,
     running_parent,
     start_command,
     sweep_command,
@@ -304,6 +305,9 @@ def test_sigterm_to_the_chief_stops_every_process_and_marks_the_runs_killed(tmp_
         _worker_pid(chief.pid, "tuner1")
         _wait_for_text(tmp_path / "outputs/sweeps/faults/workers/tuner1.log", "epoch 2/20")
         started = descendants(chief.pid)
+        # The chief never trains: it starts no trial processes' server of its own.
+        children = process_tree()[chief.pid]
+        assert not [p for p in children if b"forkserver" in Path(f"/proc/{p}/cmdline").read_bytes()]
         chief.send_signal(signal.SIGTERM)
         out = chief.communicate(timeout=120)[0]
     finally:

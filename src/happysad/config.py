@@ -439,6 +439,10 @@ class DistributedConfig:
     # null: a Ray started for the sweep on this machine and stopped with it.
     address: str | None = None
 
+    @property
+    def enabled(self) -> bool:
+        return self.mode is not DistributedMode.none
+
 
 @dataclass
 class Config:

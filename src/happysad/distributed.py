@@ -23,7 +23,7 @@ import sys
 import time
 from collections.abc import Iterator
 from concurrent import futures
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -360,24 +360,35 @@ class RayWorkers(Workers):
             ray.shutdown()
 
 
-def search(cfg: Config, sweep, tuner) -> list:
-    """Serve `tuner`'s oracle to the workers until the search ends; returns the sweep's
-    trials as recorded in MLflow (TrialRecords, oldest first)."""
-    import tensorflow as tf
-
-    from happysad.tracking.server import serving
+@contextmanager
+def tracking_server(cfg: Config, uri: str) -> Iterator[object | None]:
+    """For a distributed sweep over a local SQLite store, `mlflow server` over it, started
+    now and stopped with the block (tracking.server.Server): many writers need a
+    server, and it stays the file promote, compare and ui read. None otherwise: a
+    local sweep writes the file itself, and an http(s) store is used as it is."""
+    from happysad.tracking.server import started
     from happysad.tracking.store import sqlite_path
+
+    if not cfg.distributed.enabled or not sqlite_path(uri):
+        yield None
+        return
+    with started(uri) as server:
+        yield server
+
+
+def search(cfg: Config, sweep, tuner, server=None) -> list:
+    """Serve `tuner`'s oracle to the workers until the search ends; returns the sweep's
+    trials as recorded in MLflow (TrialRecords, oldest first). `server`: the store's
+    tracking server (tracking_server), if it has one."""
+    import tensorflow as tf
 
     d = cfg.distributed
     folder = Path(cfg.sweep.dir) / cfg.sweep.name / "workers"
     quiet_keras_tuner()
     reload_oracle(tuner)
     tuner.oracle.verbose = 0  # the chief says what ended, in its own words (_watch)
-    store = sweep.store
-    # Many writers need a server: a local SQLite store is served over HTTP for the
-    # length of the search, and stays the file promote, compare and ui read.
-    server = serving(store.uri) if sqlite_path(store.uri) else nullcontext(store.uri)
-    with server as tracking_uri, serving_oracle(tuner.oracle, d.host, d.port) as (servicer, port):
+    tracking_uri = server.wait_until_up() if server is not None else sweep.store.uri
+    with serving_oracle(tuner.oracle, d.host, d.port) as (servicer, port):
         command = [
             sys.executable,
             "-m",

@@ -38,10 +38,11 @@ def stderr_to(path: Path) -> Iterator[None]:
         os.close(saved)
 
 
-def start_tensorflow(log: Path, *, trial_server: bool) -> str:
+def start_tensorflow(log: Path, *, trial_server: bool, trains_here: bool = True) -> str:
     """Import TensorFlow, start the trial processes' server (which keeps writing its
     own start-up lines to `log`), and find the GPUs, with their messages in `log`.
-    The sweep's process keeps off the GPUs when trials train in processes of their own.
+    The sweep's process keeps off the GPUs when trials train in processes of their own,
+    and when it trains nothing (a distributed sweep's chief: its workers train).
     Returns the one line for the console."""
     with stderr_to(log):
         import tensorflow as tf
@@ -51,12 +52,18 @@ def start_tensorflow(log: Path, *, trial_server: bool) -> str:
 
             training.start()
         gpus = tf.config.list_physical_devices("GPU")
-        if trial_server:
+        if trial_server or not trains_here:
             keep_off_gpus()
     if not gpus:
         return f"no GPU found: training runs on the CPU (TensorFlow's start-up messages: {log})"
     names = ", ".join(g.name.removeprefix("/physical_device:") for g in gpus)
-    where = "each trial's process" if trial_server else "the sweep's process"
+    where = (
+        "the workers"
+        if not trains_here
+        else "each trial's process"
+        if trial_server
+        else "the sweep's process"
+    )
     return f"training on {len(gpus)} GPU{'s' if len(gpus) > 1 else ''} ({names}) in {where}"
 
 

@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from happysad import progress, search_space  # noqa: E402
 from happysad.composition import config_dir, register_configs, to_typed  # noqa: E402
-from happysad.config import Config, DistributedMode  # noqa: E402
+from happysad.config import Config  # noqa: E402
 from happysad.errors import ConfigError, HappysadError, SweepFailed, SweepInterrupted  # noqa: E402
 from happysad.trials import TrialRecord, best_by  # noqa: E402
 
@@ -74,10 +74,7 @@ def run_sweep(
     state = resume.read(typed)
 
     # Heavy imports only now that the config is known to be good.
-    from happysad import data as data_module
     from happysad import preflight
-    from happysad.tracking import names
-    from happysad.tracking.runs import SweepRun
     from happysad.tracking.store import Store, local_artifact_root
 
     started = time.monotonic()
@@ -88,6 +85,30 @@ def run_sweep(
     )
     # The preflight: what would otherwise fail later, checked before the first trial.
     preflight.check_packages()
+    store = Store.resolve(typed.mlflow.tracking_uri)
+    artifacts = local_artifact_root(store.uri)
+    preflight.check_store(store.uri, artifacts)
+    from happysad import distributed
+
+    # A distributed sweep's tracking server starts first: it comes up while the data
+    # load and TensorFlow is imported.
+    with distributed.tracking_server(typed, store.uri) as server:
+        return _run_sweep(cfg, typed, overrides, tags, state, store, server, started)
+
+
+def _run_sweep(
+    cfg: DictConfig, typed: Config, overrides, tags, state, store, server, started: float
+) -> SweepResult:
+    """run_sweep's work once its store is known (and served, for a distributed sweep)."""
+    from happysad import data as data_module
+    from happysad import preflight, resume
+    from happysad.tracking import names
+    from happysad.tracking.runs import SweepRun
+    from happysad.tracking.store import local_artifact_root
+
+    name = typed.sweep.name
+    uri = store.uri
+    artifacts = local_artifact_root(uri)
     images = data_module.load(typed.data)
     from happysad import startup
 
@@ -95,13 +116,15 @@ def run_sweep(
     # start-up lines go to the sweep's startup.log, recorded on its run.
     startup_log = Path(typed.sweep.dir) / name / "startup.log"
     startup_log.unlink(missing_ok=True)
-    devices = startup.start_tensorflow(startup_log, trial_server=typed.sweep.isolate_trials)
+    # A distributed sweep's chief never trains: its workers have the trial processes
+    # and the GPUs.
+    devices = startup.start_tensorflow(
+        startup_log,
+        trial_server=typed.sweep.isolate_trials and not typed.distributed.enabled,
+        trains_here=not typed.distributed.enabled,
+    )
     progress.data_summary(images)
     log.info(devices)
-    store = Store.resolve(typed.mlflow.tracking_uri)
-    uri = store.uri
-    artifacts = local_artifact_root(uri)
-    preflight.check_store(uri, artifacts)
     preflight.check_disk(
         typed, images.input_shape[2], [Path(typed.sweep.dir), *([artifacts] if artifacts else [])]
     )
@@ -146,7 +169,7 @@ def run_sweep(
 
         tf.config.experimental.enable_op_determinism()
     try:
-        result = _search(typed, images, sweep, previous, backbones)
+        result = _search(typed, images, sweep, previous, backbones, server)
     except KeyboardInterrupt:
         sweep.end(names.KILLED, reason="stopped by the user (Ctrl-C or SIGTERM)")
         again = " ".join(
@@ -197,13 +220,13 @@ def _continue(
     return previous
 
 
-def _search(cfg: Config, images, sweep, previous: list, backbones: dict) -> SweepResult:
+def _search(cfg: Config, images, sweep, previous: list, backbones: dict, server) -> SweepResult:
     from happysad import tuning
     from happysad.hypermodel import FaceHyperModel
 
     hypermodel = FaceHyperModel(cfg, images.input_shape, len(images.train), backbones=backbones)
-    if cfg.distributed.mode is not DistributedMode.none:
-        return _search_distributed(cfg, images, sweep, hypermodel)
+    if cfg.distributed.enabled:
+        return _search_distributed(cfg, images, sweep, hypermodel, server)
     budget = None
     if cfg.tuner.time_budget:
         from happysad.budget import Budget, parse
@@ -239,13 +262,13 @@ def _search(cfg: Config, images, sweep, previous: list, backbones: dict) -> Swee
     return _finish(cfg, tuner, sweep, images, tuner.results, stopped, budget_ended)
 
 
-def _search_distributed(cfg: Config, images, sweep, hypermodel) -> SweepResult:
+def _search_distributed(cfg: Config, images, sweep, hypermodel, server) -> SweepResult:
     """The chief of a distributed sweep: it serves the oracle, its workers train and
     record the trials; the sweep ends as a local one does, from what they recorded."""
     from happysad import distributed, tuning
 
     tuner = tuning.make_tuner(cfg, hypermodel, cfg.sweep.dir, cfg.sweep.name)
-    results = distributed.search(cfg, sweep, tuner)
+    results = distributed.search(cfg, sweep, tuner, server)
     return _finish(cfg, tuner, sweep, images, results, None, None)
 
 

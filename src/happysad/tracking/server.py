@@ -20,7 +20,9 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from happysad.errors import StoreError
 from happysad.startup import with_parent
@@ -33,6 +35,48 @@ def serving(uri: str, host: str = "127.0.0.1", start_limit: float = 120) -> Iter
     yields its address (http://host:port). Artifacts go to the store's own artifact
     folder, served through the server for experiments it creates. Raises StoreError,
     with the server's last lines, if it does not answer within `start_limit` seconds."""
+    with started(uri, host) as server:
+        server.wait_until_up(start_limit)
+        yield server.address
+
+
+@dataclass
+class Server:
+    """An `mlflow server` process that may still be starting."""
+
+    address: str
+    process: subprocess.Popen
+    output: IO[bytes]
+
+    def wait_until_up(self, limit: float = 120) -> str:
+        """Its address once it answers; StoreError, with its last lines, if it exits or
+        does not answer within `limit` seconds."""
+        deadline = time.monotonic() + limit
+        while True:
+            try:
+                with urllib.request.urlopen(f"{self.address}/health", timeout=2):
+                    return self.address
+            except OSError:
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    self.output.seek(0)
+                    last = self.output.read().decode(errors="replace").strip().splitlines()[-5:]
+                    why = (
+                        "exited"
+                        if self.process.poll() is not None
+                        else f"did not answer in {limit:.0f} s"
+                    )
+                    raise StoreError(
+                        f"the MLflow tracking server for the store at {self.address} {why}: "
+                        + (" | ".join(last) or "no output")
+                    ) from None
+                time.sleep(0.3)
+
+
+@contextmanager
+def started(uri: str, host: str = "127.0.0.1") -> Iterator[Server]:
+    """`mlflow server` over the local SQLite store `uri`, started (not yet answering:
+    its start takes seconds, which the caller may spend on other work) and stopped with
+    the block."""
     if sqlite_path(uri) is None:
         raise StoreError(f"{uri} is not a local SQLite store: a server is served as it is")
     Store(uri).client.search_experiments(max_results=1)  # created and migrated here, once
@@ -49,9 +93,7 @@ def serving(uri: str, host: str = "127.0.0.1", start_limit: float = 120) -> Iter
             with_parent(command), stdout=output, stderr=subprocess.STDOUT, start_new_session=True
         )
         try:
-            address = f"http://{host}:{port}"
-            _wait_until_up(address, process, output, start_limit)
-            yield address
+            yield Server(f"http://{host}:{port}", process, output)
         finally:
             stop_group(process)
 
@@ -76,24 +118,6 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket() as s:
         s.bind((host, 0))
         return s.getsockname()[1]
-
-
-def _wait_until_up(address: str, process: subprocess.Popen, output, limit: float) -> None:
-    deadline = time.monotonic() + limit
-    while True:
-        try:
-            with urllib.request.urlopen(f"{address}/health", timeout=2):
-                return
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                output.seek(0)
-                last = output.read().decode(errors="replace").strip().splitlines()[-5:]
-                why = "exited" if process.poll() is not None else f"did not answer in {limit:.0f} s"
-                raise StoreError(
-                    f"the MLflow tracking server for the store at {address} {why}: "
-                    + (" | ".join(last) or "no output")
-                ) from None
-            time.sleep(0.3)
 
 
 def stop_group(process: subprocess.Popen, grace: float = 10) -> None:
