@@ -14,7 +14,9 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from happysad.distributed import HEARTBEAT
 from happysad.sweep import run_sweep
+from happysad.tracking.names import BUDGET
 from happysad.tracking.store import Store
 from tests.conftest import (
     compose_config,
@@ -79,6 +81,36 @@ def test_two_local_workers_record_every_trial_under_one_sweep(tiny, store_uri, t
             "the search has ended"
             in (tmp_path / "sweeps/two/workers" / f"{worker}.log").read_text()
         )
+
+
+def test_a_time_budget_stops_every_worker_at_the_chiefs_deadline(tiny, store_uri):
+    # Trials far longer than the budget (no early stop): each worker's first trial runs
+    # into the deadline, and none starts after it.
+    cfg = compose_config(
+        [
+            *tiny,
+            "distributed=local",
+            "tuner.max_trials=20",
+            "tuner.epochs=5000",
+            "tuner.early_stopping_patience=0",
+            "tuner.time_budget=60s",
+            "sweep.name=budget",
+        ]
+    )
+    result = run_sweep(cfg)
+
+    assert result.budget_ended.startswith("the time budget (60s) ended the search")
+    (parent,), children = _runs(store_uri)
+    assert parent.info.status == "FINISHED" and "ended the search" in parent.data.tags[BUDGET]
+    deadline = float(parent.data.tags["happysad.deadline"])
+    assert len(children) == len(result.results) == 2
+    assert {c.data.tags["happysad.worker"] for c in children} == {"tuner0", "tuner1"}
+    for trial in children:
+        assert trial.info.status == "FINISHED"
+        assert trial.data.tags[BUDGET].startswith("the time budget stopped it after")
+        # It stopped at the deadline: after its last whole epoch that fit, plus recording.
+        start, end = trial.info.start_time / 1000, trial.info.end_time / 1000
+        assert start < deadline and deadline - 10 < end < deadline + 30
 
 
 def test_two_ray_actors_record_every_trial_under_one_sweep(tiny, store_uri, tmp_path):
@@ -166,6 +198,65 @@ def test_a_killed_worker_and_a_killed_chief_lose_no_trial(tmp_path, image_cache)
     )
     assert not [c for c in children if c.info.status == "RUNNING"]
     assert "trials recorded so far" in done.stdout
+
+
+def test_a_silent_worker_of_another_machine_is_given_up_on_and_its_trial_with_it(
+    tmp_path, image_cache
+):
+    """A worker the chief did not start (a scheduler's), SIGKILLed in a trial: once its
+    heartbeat has been missing for distributed.worker_timeout the chief marks its run
+    KILLED and ends the sweep with the trials its own worker trained; while it trained,
+    its heartbeat kept the chief waiting past that timeout."""
+    cmd = sweep_command(
+        image_cache,
+        "distributed=local",
+        "distributed.workers=1",
+        "distributed.worker_timeout=15",
+        "sweep.name=silent",
+        "tuner.max_trials=8",
+        "tuner.epochs=3",
+    )
+    chief = start_command(cmd, tmp_path)
+    external = None
+    try:
+        for line in chief.stdout:
+            if "more join with: " in line:
+                break
+        join = line.split("more join with: ")[1].split(" --id ")[0].split()
+        assert join[:3] == ["python", "-m", "happysad.worker"], line
+        log = tmp_path / "tuner9.log"
+        long_trials = ["tuner.epochs=5000", "tuner.early_stopping_patience=0"]
+        with open(log, "w") as out:  # its trials far longer than the sweep's
+            external = subprocess.Popen(
+                [sys.executable, *join[1:], "--id", "tuner9", *long_trials],
+                cwd=tmp_path,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        _wait_for_text(log, "epoch 1/5000")
+        time.sleep(20)  # longer than worker_timeout: its heartbeat keeps it in the sweep
+        killed_at = time.time()
+        os.killpg(external.pid, signal.SIGKILL)
+        out = chief.communicate(timeout=300)[0]
+    finally:
+        chief.kill()
+        if external is not None and external.poll() is None:
+            os.killpg(external.pid, signal.SIGKILL)
+    assert chief.returncode == 0, out[-3000:]
+    assert "worker tuner9 has not been heard from for 15 s during trial-" in out
+    assert "the search ended without trial-" in out
+    (parent,), children = _runs(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    assert parent.info.status == "FINISHED"
+    (lost,) = [c for c in children if c.data.tags["happysad.worker"] == "tuner9"]
+    assert lost.info.status == "KILLED"
+    assert "its worker tuner9 was not heard from for 15 s" in lost.data.tags["happysad.failure"]
+    # Given up on only once silent for 15 s (counted from its last heartbeat, at most
+    # HEARTBEAT before the kill), though its trial had run for longer than that.
+    assert lost.info.end_time / 1000 > killed_at + 15 - HEARTBEAT - 1
+    assert lost.info.start_time / 1000 < killed_at - 20
+    finished = [c for c in children if c.info.status == "FINISHED"]
+    assert len(finished) == 7 and {c.data.tags["happysad.worker"] for c in finished} == {"tuner0"}
 
 
 def _join(chief: str, tracking_uri: str, timeout: float) -> subprocess.CompletedProcess:

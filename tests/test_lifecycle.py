@@ -167,6 +167,15 @@ def test_the_time_budget_starts_no_trial_it_cannot_finish_and_counts_across_runs
     assert sum(added[:-1]) < larger - sum(seconds)  # only the budget left was used
 
 
+def test_trials_side_by_side_count_once_against_the_budget():
+    from happysad.budget import wall_time
+
+    assert wall_time([]) == 0
+    assert wall_time([(0, 10), (10, 15)]) == 15  # one after the other
+    assert wall_time([(0, 10), (2, 12), (4, 6)]) == 12  # side by side, one inside another
+    assert wall_time([(20, 25), (0, 10), (5, 8)]) == 15  # a gap between, in any order
+
+
 def test_the_trial_running_when_the_budget_ends_stops_with_its_best_epoch():
     import keras
 

@@ -5,6 +5,9 @@ sweep starts no trial it cannot finish in what is left, judging by the trials
 measured so far (the median trial's time), and the trial running when the budget
 runs out stops at the end of its last whole epoch that fits, or at the limit if the
 epoch cannot, with its best epoch kept: keras-tuner scores it as any other trial.
+A distributed sweep's trials run side by side: its budget counts the time during
+which any ran (wall_time), its chief decides when no trial starts, and its workers
+stop their trials at the chief's deadline.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from __future__ import annotations
 import re
 import statistics
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from happysad.errors import ConfigError
@@ -40,6 +44,17 @@ def describe(seconds: float) -> str:
     return "".join(f"{v}{u}" for v, u in ((h, "h"), (m, "m"), (s, "s")) if v) or "0s"
 
 
+def wall_time(spans: Iterable[tuple[float, float]]) -> float:
+    """Seconds during which at least one of the (start, end) spans ran: trials side by
+    side count once."""
+    total, reach = 0.0, float("-inf")
+    for start, end in sorted(spans):
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total
+
+
 @dataclass
 class Budget:
     """`total` seconds of trials, of which `spent` were used by earlier runs of the sweep."""
@@ -48,6 +63,13 @@ class Budget:
     spent: float = 0.0
     started: float = field(default_factory=time.time)  # wall clock: trial processes share it
     ended: bool = False  # the budget stopped the search
+
+    @classmethod
+    def ending_at(cls, deadline: float, total: float) -> Budget:
+        """The budget of a sweep whose clock another process keeps (a distributed sweep's
+        chief): it runs out at `deadline`, in time.time() seconds."""
+        now = time.time()
+        return cls(total, spent=total - (deadline - now), started=now)
 
     @property
     def deadline(self) -> float:

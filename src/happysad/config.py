@@ -435,6 +435,11 @@ class DistributedConfig:
     restarts: int = 3
     # Seconds a worker waits for the chief and the tracking server before it gives up.
     connect_timeout: float = 60
+    # Seconds the chief waits to hear from a worker it did not start (a worker sends a
+    # heartbeat every few seconds while it trains) before it gives up on that worker and
+    # on the trial it held. One started again under the same id before then gets its
+    # trial back.
+    worker_timeout: float = 300
     # distributed=ray: the cluster (`auto`: the one running here, or `ray://host:10001`);
     # null: a Ray started for the sweep on this machine and stopped with it.
     address: str | None = None

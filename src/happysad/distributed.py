@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -28,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from happysad.budget import Budget, describe
 from happysad.config import Config, DistributedMode
 from happysad.errors import SweepFailed
 from happysad.startup import with_parent
@@ -36,6 +38,7 @@ from happysad.tracking.server import free_port
 log = logging.getLogger("happysad")
 
 POLL = 0.5  # seconds between looks at the workers and the oracle
+HEARTBEAT = 5  # seconds between a training worker's heartbeats to the chief
 CORES_VARIABLE = "HAPPYSAD_CPU_CORES"  # the cores a worker keeps to (its affinity)
 
 
@@ -47,9 +50,38 @@ def serving_oracle(oracle, host: str, port: int) -> Iterator[tuple[object, int]]
     from keras_tuner.src import protos
     from keras_tuner.src.distribute.oracle_chief import OracleServicer
 
+    class Servicer(OracleServicer):
+        """keras-tuner's servicer, noting when it last heard from each worker
+        (`heard`, time.monotonic() by keras-tuner id)."""
+
+        def __init__(self, oracle):
+            super().__init__(oracle)
+            self.heard: dict[str, float] = {}
+
+        def _from_trial(self, trial_id: str) -> None:
+            for tuner_id, trial in list(self.oracle.ongoing_trials.items()):
+                if trial.trial_id == trial_id:
+                    self.heard[tuner_id] = time.monotonic()
+
+        def CreateTrial(self, request, context):  # noqa: N802 - gRPC's names
+            self.heard[request.tuner_id] = time.monotonic()
+            return super().CreateTrial(request, context)
+
+        def GetTrial(self, request, context):  # noqa: N802 - a worker's heartbeat
+            self._from_trial(request.trial_id)
+            return super().GetTrial(request, context)
+
+        def UpdateTrial(self, request, context):  # noqa: N802
+            self._from_trial(request.trial_id)
+            return super().UpdateTrial(request, context)
+
+        def EndTrial(self, request, context):  # noqa: N802
+            self._from_trial(request.trial.trial_id)
+            return super().EndTrial(request, context)
+
     port = port or free_port(host)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
-    servicer = OracleServicer(oracle)
+    servicer = Servicer(oracle)
     protos.get_service_grpc().add_OracleServicer_to_server(servicer, server)
     server.add_insecure_port(f"{host}:{port}")
     server.start()
@@ -57,6 +89,31 @@ def serving_oracle(oracle, host: str, port: int) -> Iterator[tuple[object, int]]
         yield servicer, port
     finally:
         server.stop(grace=None)
+
+
+@contextmanager
+def heartbeat(oracle, trial_id: str) -> Iterator[None]:
+    """A worker's sign of life to the chief while it trains `trial_id`, every HEARTBEAT
+    seconds (keras-tuner's client says nothing between a trial's start and end): the
+    chief gives up on a worker it did not start only when it stops. A heartbeat that
+    fails is not an error here: the worker's next call to the chief says what is wrong."""
+    import threading
+
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(HEARTBEAT):
+            try:
+                oracle.get_trial(trial_id)
+            except Exception:  # noqa: BLE001, S112 - see above
+                continue
+
+    thread = threading.Thread(target=beat, name="happysad-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
 
 
 def quiet_keras_tuner() -> None:
@@ -376,17 +433,61 @@ def tracking_server(cfg: Config, uri: str) -> Iterator[object | None]:
         yield server
 
 
-def search(cfg: Config, sweep, tuner, server=None) -> list:
+def keep_to_budget(oracle, budget: Budget, previous: list[float]) -> None:
+    """The chief's oracle starts no trial when one as long as the median trial so far
+    (`previous`, and those ended here) would not fit in the time budget left: it then
+    answers every worker that asks for a new trial that the search has ended. A worker
+    started again still gets back the trial it held (keras-tuner hands it out before it
+    looks at max_trials)."""
+    from keras_tuner.src.engine import trial as trial_module
+
+    create, end = oracle.create_trial, oracle.end_trial
+    started: dict[str, float] = {}
+    measured = list(previous)
+
+    def create_trial(tuner_id):
+        if not budget.ended and not budget.room_for_another(measured):
+            budget.ended = True
+            oracle.max_trials = max(len(oracle.trials), 1)
+            log.info(
+                f"time budget: {describe(max(budget.left(), 0))} of {describe(budget.total)} "
+                "left, less than a trial takes here"
+                + (f" (median {describe(statistics.median(measured))})" if measured else "")
+                + ": no new trial"
+            )
+        trial = create(tuner_id)
+        if trial.status == trial_module.TrialStatus.RUNNING:
+            started.setdefault(trial.trial_id, time.time())
+        return trial
+
+    def end_trial(trial):
+        if trial.trial_id in started:
+            measured.append(time.time() - started[trial.trial_id])
+        return end(trial)
+
+    # keras-tuner's servicer calls these on the oracle it was given: wrapped in place.
+    oracle.create_trial, oracle.end_trial = create_trial, end_trial
+
+
+def search(cfg: Config, sweep, tuner, server=None, budget: Budget | None = None) -> list:
     """Serve `tuner`'s oracle to the workers until the search ends; returns the sweep's
     trials as recorded in MLflow (TrialRecords, oldest first). `server`: the store's
-    tracking server (tracking_server), if it has one."""
+    tracking server (tracking_server), if it has one; `budget`: the sweep's time
+    budget, kept by this process's clock."""
     import tensorflow as tf
+
+    from happysad.tracking import names
 
     d = cfg.distributed
     folder = Path(cfg.sweep.dir) / cfg.sweep.name / "workers"
     quiet_keras_tuner()
     reload_oracle(tuner)
     tuner.oracle.verbose = 0  # the chief says what ended, in its own words (_watch)
+    if budget is not None:
+        previous = [r.seconds for r in sweep.previous_trials() if r.seconds]
+        keep_to_budget(tuner.oracle, budget, previous)
+        # Read by every worker as it joins: their trials stop at the same time.
+        sweep.tag_sweep({names.DEADLINE: repr(budget.deadline)})
     tracking_uri = server.wait_until_up() if server is not None else sweep.store.uri
     with serving_oracle(tuner.oracle, d.host, d.port) as (servicer, port):
         command = [
@@ -415,7 +516,7 @@ def search(cfg: Config, sweep, tuner, server=None) -> list:
         )
         try:
             workers.start_all()
-            _watch(tuner.oracle, servicer, workers, sweep)
+            _watch(tuner.oracle, servicer, workers, sweep, d.worker_timeout)
         except BaseException:  # Ctrl-C, SIGTERM, every worker gone: nothing left running
             workers.stop()
             sweep.close_interrupted_trials(reason="stopped: the sweep stopped during this trial")
@@ -424,17 +525,26 @@ def search(cfg: Config, sweep, tuner, server=None) -> list:
     return sweep.previous_trials()
 
 
-def _watch(oracle, servicer, workers: Workers, sweep) -> None:
+def _watch(oracle, servicer, workers: Workers, sweep, worker_timeout: float) -> None:
     """Until the search ends: the oracle has said stop and no worker, of this machine or
-    another, holds a trial or waits for one. Workers that died for good are not waited
-    for; when every worker of this machine has, and none other is known, it fails."""
+    another, holds a trial or waits for one. Workers of this machine that died for good
+    are not waited for, nor those of other machines not heard from for
+    `worker_timeout` seconds (their trials' runs are marked KILLED); when no worker is
+    left, it fails."""
     from keras_tuner.src.engine.oracle import synchronized
 
     busy = synchronized(lambda o: set(o.tuner_ids) | set(o.ongoing_trials))
+    own = {w.tuner_id for w in workers.workers}
+    given_up: dict[str, float] = {}  # workers of other machines: when the chief gave up
+    since = time.monotonic()
     reported = len(oracle.end_order)
     while True:
         time.sleep(POLL)
         for event in workers.check(sweep):
+            log.warning(event)
+        for event in _silent_workers(
+            busy(oracle) - own, servicer.heard, given_up, since, worker_timeout, sweep
+        ):
             log.warning(event)
         for trial_id in oracle.end_order[reported:]:
             trial = oracle.trials[trial_id]
@@ -443,19 +553,57 @@ def _watch(oracle, servicer, workers: Workers, sweep) -> None:
         if len(oracle.end_order) > reported:
             save_oracle(oracle)
         reported = len(oracle.end_order)
-        gone = {w.tuner_id for w in workers.workers if w.gone}
+        gone = {w.tuner_id for w in workers.workers if w.gone} | set(given_up)
         waiting_on = busy(oracle) - gone
         if servicer.stop_triggered and not waiting_on:
             lost = [t.trial_id for i, t in oracle.ongoing_trials.items() if i in gone]
             if lost:  # held by workers that died for good
                 log.warning(f"the search ended without trial-{', trial-'.join(lost)}")
             return
-        if workers.workers and not workers.running and not any(w.done for w in workers.workers):
-            if not waiting_on - {w.tuner_id for w in workers.workers}:
-                break  # every worker of this machine died, and no other is working
+        nobody_left = not workers.running and not any(w.done for w in workers.workers)
+        if nobody_left and (workers.workers or given_up) and not waiting_on:
+            break  # every worker died, of this machine and of others, and none is working
+    if not workers.workers:
+        raise SweepFailed(
+            f"every worker of the sweep ({', '.join(sorted(given_up))}) went silent for "
+            f"distributed.worker_timeout={worker_timeout:.0f} s before the search ended. Run the "
+            "same command again to continue the sweep, and start its workers again"
+        )
     codes = ", ".join(f"{w.tuner_id}: {w.exit_codes}" for w in workers.workers)
     raise SweepFailed(
         f"all {len(workers.workers)} workers died before the search ended (exit codes {codes}); "
         f"their logs are in {workers.workers[0].log_path.parent}. Run the same command again "
         "to continue the sweep"
     )
+
+
+def _silent_workers(
+    others: set[str],
+    heard: dict[str, float],
+    given_up: dict[str, float],
+    since: float,
+    limit: float,
+    sweep,
+) -> list[str]:
+    """Workers of other machines (`others`, which hold a trial or wait for one) not heard
+    from for `limit` seconds are given up on, and their trials' runs marked KILLED; one
+    heard from again is back. Returns what happened, for the console."""
+    now, events = time.monotonic(), []
+    for tuner_id in list(given_up):
+        if heard.get(tuner_id, since) > given_up[tuner_id]:
+            del given_up[tuner_id]
+            events.append(f"worker {tuner_id} is back")
+    for tuner_id in sorted(others - set(given_up)):
+        if now - heard.get(tuner_id, since) <= limit:
+            continue
+        given_up[tuner_id] = now
+        killed = sweep.close_interrupted_trials(
+            worker=tuner_id,
+            reason=f"lost: its worker {tuner_id} was not heard from for {limit:.0f} s",
+        )
+        lost = f" during trial-{', trial-'.join(killed)} (run marked KILLED)" if killed else ""
+        events.append(
+            f"worker {tuner_id} has not been heard from for {limit:.0f} s{lost}: the sweep goes "
+            "on without it (started again under the same id, it gets its trial back)"
+        )
+    return events

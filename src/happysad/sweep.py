@@ -225,14 +225,16 @@ def _search(cfg: Config, images, sweep, previous: list, backbones: dict, server)
     from happysad.hypermodel import FaceHyperModel
 
     hypermodel = FaceHyperModel(cfg, images.input_shape, len(images.train), backbones=backbones)
-    if cfg.distributed.enabled:
-        return _search_distributed(cfg, images, sweep, hypermodel, server)
     budget = None
     if cfg.tuner.time_budget:
-        from happysad.budget import Budget, parse
+        from happysad.budget import Budget, parse, wall_time
 
-        # Across continued runs: what the trials recorded so far took counts.
-        budget = Budget(parse(cfg.tuner.time_budget), spent=sum(r.seconds or 0 for r in previous))
+        # Across continued runs: what the trials recorded so far took counts (once, for
+        # trials that ran side by side).
+        spent = wall_time((r.started, r.started + r.seconds) for r in previous if r.started)
+        budget = Budget(parse(cfg.tuner.time_budget), spent=spent)
+    if cfg.distributed.enabled:
+        return _search_distributed(cfg, images, sweep, hypermodel, server, budget)
     tuner = tuning.make_tuner(
         cfg,
         hypermodel,
@@ -251,25 +253,28 @@ def _search(cfg: Config, images, sweep, previous: list, backbones: dict, server)
         if "consecutive failures" not in str(err):
             raise
         stopped = f"stopped after {cfg.tuner.max_consecutive_failures} failed trials in a row"
-    budget_ended = None
-    if budget is not None and budget.ended:
-        from happysad.budget import describe
-
-        budget_ended = (
-            f"the time budget ({cfg.tuner.time_budget}) ended the search after "
-            f"{describe(budget.used())} of trials"
-        )
-    return _finish(cfg, tuner, sweep, images, tuner.results, stopped, budget_ended)
+    return _finish(cfg, tuner, sweep, images, tuner.results, stopped, _budget_ended(cfg, budget))
 
 
-def _search_distributed(cfg: Config, images, sweep, hypermodel, server) -> SweepResult:
+def _budget_ended(cfg: Config, budget) -> str | None:
+    if budget is None or not budget.ended:
+        return None
+    from happysad.budget import describe
+
+    return (
+        f"the time budget ({cfg.tuner.time_budget}) ended the search after "
+        f"{describe(budget.used())} of trials"
+    )
+
+
+def _search_distributed(cfg: Config, images, sweep, hypermodel, server, budget) -> SweepResult:
     """The chief of a distributed sweep: it serves the oracle, its workers train and
     record the trials; the sweep ends as a local one does, from what they recorded."""
     from happysad import distributed, tuning
 
     tuner = tuning.make_tuner(cfg, hypermodel, cfg.sweep.dir, cfg.sweep.name)
-    results = distributed.search(cfg, sweep, tuner, server)
-    return _finish(cfg, tuner, sweep, images, results, None, None)
+    results = distributed.search(cfg, sweep, tuner, server, budget)
+    return _finish(cfg, tuner, sweep, images, results, None, _budget_ended(cfg, budget))
 
 
 def _finish(

@@ -16,6 +16,7 @@ class TrialRecord:
     status: str  # FINISHED or FAILED (MLflow's run status)
     score: float | None = None  # the objective, for a finished trial
     seconds: float | None = None
+    started: float | None = None  # time.time() when its run started (a recorded trial's)
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     reason: str | None = None  # why it failed
     model_uri: str | None = None

@@ -9,6 +9,7 @@ and model, or FAILED with the reason keras-tuner would otherwise swallow.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import statistics
@@ -272,7 +273,8 @@ class TrackedTunerMixin:
             }
             job.model_metadata = model_metadata(self.cfg, data, trial.trial_id)
         try:
-            self._outcome = training.run(job, self._epoch_done, self.cfg.sweep.isolate_trials)
+            with self._heartbeat(trial.trial_id):
+                self._outcome = training.run(job, self._epoch_done, self.cfg.sweep.isolate_trials)
         except kt.errors.FailedTrialError as err:
             # keras-tuner keeps only the traceback's text: the reason is taken here.
             self._failure = (str(err), getattr(err, "details", None) or traceback.format_exc())
@@ -284,6 +286,14 @@ class TrackedTunerMixin:
                 except Exception as err:  # noqa: BLE001 - never in place of the trial's own end
                     log.warning(f"trial-{trial.trial_id}: its process log was not recorded: {err}")
         return self._outcome.keras_history()
+
+    def _heartbeat(self, trial_id: str):
+        """A distributed sweep's worker tells its chief it is alive while it trains."""
+        if not dist_utils.has_chief_oracle():
+            return contextlib.nullcontext()
+        from happysad.distributed import heartbeat
+
+        return heartbeat(self.oracle, trial_id)
 
     def _epoch_done(self, epoch: int, metrics: dict[str, float], seconds: float) -> None:
         for name, v in metrics.items():
@@ -343,8 +353,8 @@ class TrackedTunerMixin:
         """End the search when a trial as long as the median one would not fit in the
         time budget left: keras-tuner's oracle then starts no new trial."""
         budget = self.budget
-        if budget is None or budget.ended:
-            return
+        if budget is None or budget.ended or dist_utils.has_chief_oracle():
+            return  # a distributed sweep's chief decides (distributed.keep_to_budget)
         measured = [r.seconds for r in self.results if r.seconds]
         if budget.room_for_another(measured):
             return

@@ -60,17 +60,17 @@ def _check_distributed(cfg: Config) -> None:
             f"distributed.workers={d.workers} must be at least 0, distributed.restarts="
             f"{d.restarts} at least 0 and distributed.connect_timeout={d.connect_timeout} above 0"
         )
+    if d.worker_timeout < 15:
+        raise ConfigError(
+            f"distributed.worker_timeout={d.worker_timeout} must be at least 15 (seconds): a "
+            "worker's heartbeat comes every 5"
+        )
     if (d.cpus_per_worker is not None and d.cpus_per_worker < 1) or (
         d.gpus_per_worker is not None and d.gpus_per_worker < 0
     ):
         raise ConfigError(
             f"distributed.cpus_per_worker={d.cpus_per_worker} must be at least 1 and "
             f"distributed.gpus_per_worker={d.gpus_per_worker} at least 0 (or null: shared out)"
-        )
-    if cfg.tuner.time_budget is not None:
-        raise ConfigError(
-            f"tuner.time_budget={cfg.tuner.time_budget} does not work with distributed="
-            f"{d.mode.value} yet: drop one of them (tuner.max_trials bounds a distributed sweep)"
         )
     if d.mode is DistributedMode.ray:
         import importlib.util

@@ -107,6 +107,18 @@ def sweep_config(store, run_id: str, overrides: list[str]):
     return recorded_config(values), run
 
 
+def chief_budget(cfg, run):
+    """The sweep's time budget as its chief keeps it: its trials stop at the chief's
+    deadline (the chief alone decides when no new trial starts)."""
+    from happysad.budget import Budget, parse
+    from happysad.tracking import names
+
+    deadline = run.data.tags.get(names.DEADLINE)
+    if not cfg.tuner.time_budget or deadline is None:
+        return None
+    return Budget.ending_at(float(deadline), parse(cfg.tuner.time_budget))
+
+
 def work(args: argparse.Namespace) -> None:
     from happysad import progress
     from happysad.tracking import names
@@ -170,6 +182,7 @@ def work(args: argparse.Namespace) -> None:
         sweep=sweep,
         data=images,
         previous=sweep.previous_trials(),
+        budget=chief_budget(cfg, run),
     )
     import grpc
 

@@ -22,6 +22,7 @@ DETERMINISTIC = PREFIX + "deterministic"
 MULTIRUN = PREFIX + "multirun"  # the folder of a Hydra `-m` run
 MULTIRUN_JOB = PREFIX + "multirun_job"
 WORKER = PREFIX + "worker"  # the keras-tuner id of the worker that ran a trial
+DEADLINE = PREFIX + "deadline"  # when a distributed sweep's time budget ends (time.time())
 VERSION = PREFIX + "version."  # + a package's name: its version
 
 # On a sweep once it ends: its best trial.

@@ -189,6 +189,7 @@ class SweepRun:
                     score=run.data.metrics.get("objective") if finished else None,
                     seconds=((run.info.end_time or run.info.start_time) - run.info.start_time)
                     / 1000,
+                    started=run.info.start_time / 1000,
                     hyperparameters=dict(run.data.params),
                     reason=tags.get(names.FAILURE),
                     model_uri=tags.get(names.MODEL_URI),
@@ -266,6 +267,9 @@ class SweepRun:
 
     def tag_trial(self, tags: dict[str, str]) -> None:
         set_tags(self.store, self.trial_run_id, tags)
+
+    def tag_sweep(self, tags: dict[str, str]) -> None:
+        set_tags(self.store, self.run_id, tags)
 
     def end_trial(self, status: str, reason: str | None = None, details: str | None = None) -> None:
         if reason:
