@@ -1,13 +1,17 @@
 """Trials per hour: a local sweep against the distributed path, with 1 and 2 workers.
 
-Runs the same search (same seed, space and trial budget, so the same trials) as four
-commands, one after another, each in a fresh store:
+Runs the same search (same seed, space and trial budget, so the same trials) as five
+arms, one after another, each in a fresh store:
 
   local-1t   a local sweep on one CPU core, TensorFlow on one thread
   dist-1w    distributed=local, 1 worker of one core and one thread
   dist-2w    distributed=local, 2 workers of one core and one thread each
   local-2t   a local sweep on two cores, two threads (the user's question: is two
              workers better than one sweep with the whole machine?)
+  pair-1t    two independent local sweeps at once, one per core, each with half the
+             trial budget (same seed: both draw the search's first half): what this
+             machine gives two trials at once with nothing shared (no chief, no
+             tracking server), the ceiling for dist-2w
 
 A sweep's time is measured three ways: the command's wall time; its MLflow parent
 run's span (from its start, after the chief's TensorFlow import, to its end, the
@@ -28,6 +32,7 @@ benchmarks/README.md with the machine and the date.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -51,75 +56,110 @@ WORKLOAD = [
     "seed=0",
 ]
 
+HALF = "half"  # the arm's sweeps share the trial budget: each runs half of it
+
+# Each arm: its sweeps, started together, each (overrides, cores; None: no affinity).
 ARMS = {
-    "local-1t": (["distributed=none"], [0]),
-    "dist-1w": (
-        ["distributed=local", "distributed.workers=1", "distributed.cpus_per_worker=1"],
-        None,
-    ),
-    "dist-2w": (
-        ["distributed=local", "distributed.workers=2", "distributed.cpus_per_worker=1"],
-        None,
-    ),
-    "local-2t": (["distributed=none"], [0, 1]),
+    "local-1t": [(["distributed=none"], [0])],
+    "dist-1w": [
+        (["distributed=local", "distributed.workers=1", "distributed.cpus_per_worker=1"], None)
+    ],
+    "dist-2w": [
+        (["distributed=local", "distributed.workers=2", "distributed.cpus_per_worker=1"], None)
+    ],
+    "local-2t": [(["distributed=none"], [0, 1])],
+    # The machine's own ceiling for two trials at once: two independent local sweeps,
+    # one per core, each with half the trials, nothing shared (no chief, no server).
+    "pair-1t": [(["distributed=none", HALF], [0]), (["distributed=none", HALF], [1])],
 }
 
 
-def run_arm(name: str, overrides: list[str], cache: Path) -> dict:
-    extra, cores = ARMS[name]
-    with tempfile.TemporaryDirectory(prefix=f"happysad-bench-{name}-") as tmp:
-        uri = f"sqlite:///{tmp}/mlruns/mlflow.db"
-        command = [
-            sys.executable,
-            "-m",
-            "happysad.sweep",
-            *WORKLOAD,
-            *extra,
-            *overrides,
-            f"data.cache_dir={cache}",
-            f"mlflow.tracking_uri={uri}",
-            f"sweep.dir={tmp}/sweeps",
-            f"sweep.name=bench-{name}",
-        ]
-        env = dict(os.environ)
-        if cores is not None:  # a local sweep: its whole process tree on these cores
-            threads = str(len(cores))
-            env |= {"TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": threads}
-            env["OMP_NUM_THREADS"] = threads
-        started = time.perf_counter()
-        done = subprocess.run(
-            command,
-            cwd=tmp,
-            env=env,
-            capture_output=True,
-            text=True,
-            preexec_fn=(lambda: os.sched_setaffinity(0, cores)) if cores else None,
-        )
-        wall = time.perf_counter() - started
-        if done.returncode != 0:
-            raise SystemExit(f"{name} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-        from mlflow import MlflowClient
+def max_trials(overrides: list[str]) -> int:
+    given = [o for o in overrides if o.startswith("tuner.max_trials=")]
+    return int(given[-1].split("=", 1)[1])
 
-        client = MlflowClient(uri)
-        experiment = client.get_experiment_by_name("happysad").experiment_id
-        runs = client.search_runs([experiment])
-        (parent,) = [r for r in runs if r.data.tags.get("happysad.role") == "sweep"]
-        trials = [
-            r
-            for r in runs
-            if r.data.tags.get("happysad.role") == "trial" and r.info.status == "FINISHED"
+
+def start_sweep(name, extra, cores, overrides, cache: Path, tmp: str) -> subprocess.Popen:
+    if HALF in extra:
+        half = max_trials(WORKLOAD + overrides) // 2
+        extra = [e for e in extra if e != HALF]
+        overrides = [*overrides, f"tuner.max_trials={half}"]
+    command = [
+        sys.executable,
+        "-m",
+        "happysad.sweep",
+        *WORKLOAD,
+        *extra,
+        *overrides,
+        f"data.cache_dir={cache}",
+        f"mlflow.tracking_uri=sqlite:///{tmp}/mlruns/mlflow.db",
+        f"sweep.dir={tmp}/sweeps",
+        f"sweep.name=bench-{name}",
+    ]
+    env = dict(os.environ)
+    if cores is not None:  # a local sweep: its whole process tree on these cores
+        threads = str(len(cores))
+        env |= {"TF_NUM_INTRAOP_THREADS": threads, "TF_NUM_INTEROP_THREADS": threads}
+        env["OMP_NUM_THREADS"] = threads
+    return subprocess.Popen(
+        command,
+        cwd=tmp,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        preexec_fn=(lambda: os.sched_setaffinity(0, cores)) if cores else None,
+    )
+
+
+def recorded(tmp: str):
+    """The sweep's parent run and its finished trial runs."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{tmp}/mlruns/mlflow.db")
+    experiment = client.get_experiment_by_name("happysad").experiment_id
+    runs = client.search_runs([experiment])
+    (parent,) = [r for r in runs if r.data.tags.get("happysad.role") == "sweep"]
+    trials = [
+        r
+        for r in runs
+        if r.data.tags.get("happysad.role") == "trial" and r.info.status == "FINISHED"
+    ]
+    return parent, trials
+
+
+def run_arm(name: str, overrides: list[str], cache: Path) -> dict:
+    with contextlib.ExitStack() as stack:
+        tmps = [
+            stack.enter_context(tempfile.TemporaryDirectory(prefix=f"happysad-bench-{name}-"))
+            for _ in ARMS[name]
         ]
-        span = (parent.info.end_time - parent.info.start_time) / 1000
-        trial_s = statistics.median((r.info.end_time - r.info.start_time) / 1000 for r in trials)
-        first = min(r.info.start_time for r in trials)
-        busy = (max(r.info.end_time for r in trials) - first) / 1000
+        started = time.perf_counter()
+        sweeps = [
+            start_sweep(name, extra, cores, overrides, cache, tmp)
+            for (extra, cores), tmp in zip(ARMS[name], tmps, strict=True)
+        ]
+        outputs = [sweep.communicate()[0] for sweep in sweeps]
+        wall = time.perf_counter() - started
+        for sweep, output in zip(sweeps, outputs, strict=True):
+            if sweep.returncode != 0:
+                raise SystemExit(f"{name} failed:\n{output[-3000:]}")
+        runs = [recorded(tmp) for tmp in tmps]
+    parents = [parent for parent, _ in runs]
+    trials = [t for _, ts in runs for t in ts]
+    begin = min(p.info.start_time for p in parents)
+    span = (max(p.info.end_time for p in parents) - begin) / 1000
+    first = min(t.info.start_time for t in trials)
+    busy = (max(t.info.end_time for t in trials) - first) / 1000
     return {
         "arm": name,
         "trials": len(trials),
         "sweep_s": span,
         "wall_s": wall,
-        "start_up_s": (first - parent.info.start_time) / 1000,
-        "median_trial_s": trial_s,
+        "start_up_s": (first - begin) / 1000,
+        "median_trial_s": statistics.median(
+            (t.info.end_time - t.info.start_time) / 1000 for t in trials
+        ),
         "command_trials_per_hour": len(trials) / wall * 3600,
         "trials_per_hour": len(trials) / span * 3600,
         "steady_trials_per_hour": len(trials) / busy * 3600,
@@ -169,6 +209,11 @@ def main() -> None:
         print(f"  overhead, dist-1w against local-1t: {overhead:+.1%} (target <= 5%)")
         print(f"  scaling, dist-1w to dist-2w: {rate['dist-2w'] / rate['dist-1w']:.2f}x (>= 1.8x)")
         print(f"  dist-2w against local-2t: {rate['dist-2w'] / rate['local-2t']:.2f}x")
+        print(
+            f"  the machine's ceiling, pair-1t against local-1t: "
+            f"{rate['pair-1t'] / rate['local-1t']:.2f}x; dist-2w reaches "
+            f"{rate['dist-2w'] / rate['pair-1t']:.0%} of pair-1t"
+        )
 
 
 if __name__ == "__main__":
