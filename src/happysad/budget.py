@@ -82,6 +82,19 @@ class Budget:
     def used(self) -> float:
         return self.total - max(self.left(), 0.0)
 
+    def end_unless_room(self, trial_seconds: list[float]) -> str | None:
+        """End the budget when a trial as long as the median of those measured would not
+        fit in what is left; returns the sentence that says so, once (None otherwise)."""
+        if self.ended or self.room_for_another(trial_seconds):
+            return None
+        self.ended = True
+        return (
+            f"time budget: {describe(max(self.left(), 0))} of {describe(self.total)} left, "
+            "less than a trial takes here"
+            + (f" (median {describe(statistics.median(trial_seconds))})" if trial_seconds else "")
+            + ": no new trial"
+        )
+
     def room_for_another(self, trial_seconds: list[float]) -> bool:
         """Whether a trial as long as the median of those measured fits in what is
         left (with nothing measured yet, whether any time is left)."""

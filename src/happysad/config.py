@@ -411,6 +411,9 @@ class DistributedMode(Enum):
     ray = "ray"  # worker processes held by Ray actors (pip install 'happysad[ray]')
 
 
+HEARTBEAT = 5  # seconds between a training worker's heartbeats to a distributed sweep's chief
+
+
 @dataclass
 class DistributedConfig:
     """keras-tuner's distributed mode: this process (the chief) serves the search's

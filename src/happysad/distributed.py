@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import os
 import signal
-import statistics
 import subprocess
 import sys
 import time
@@ -29,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from happysad.budget import Budget, describe
-from happysad.config import Config, DistributedMode
+from happysad.budget import Budget
+from happysad.config import HEARTBEAT, Config, DistributedMode
 from happysad.errors import SweepFailed
 from happysad.startup import with_parent
 from happysad.tracking.server import free_port
@@ -38,7 +37,6 @@ from happysad.tracking.server import free_port
 log = logging.getLogger("happysad")
 
 POLL = 0.5  # seconds between looks at the workers and the oracle
-HEARTBEAT = 5  # seconds between a training worker's heartbeats to the chief
 CORES_VARIABLE = "HAPPYSAD_CPU_CORES"  # the cores a worker keeps to (its affinity)
 
 
@@ -446,15 +444,10 @@ def keep_to_budget(oracle, budget: Budget, previous: list[float]) -> None:
     measured = list(previous)
 
     def create_trial(tuner_id):
-        if not budget.ended and not budget.room_for_another(measured):
-            budget.ended = True
+        ended = budget.end_unless_room(measured)
+        if ended:
             oracle.max_trials = max(len(oracle.trials), 1)
-            log.info(
-                f"time budget: {describe(max(budget.left(), 0))} of {describe(budget.total)} "
-                "left, less than a trial takes here"
-                + (f" (median {describe(statistics.median(measured))})" if measured else "")
-                + ": no new trial"
-            )
+            log.info(ended)
         trial = create(tuner_id)
         if trial.status == trial_module.TrialStatus.RUNNING:
             started.setdefault(trial.trial_id, time.time())
@@ -469,11 +462,14 @@ def keep_to_budget(oracle, budget: Budget, previous: list[float]) -> None:
     oracle.create_trial, oracle.end_trial = create_trial, end_trial
 
 
-def search(cfg: Config, sweep, tuner, server=None, budget: Budget | None = None) -> list:
+def search(
+    cfg: Config, sweep, tuner, server=None, budget: Budget | None = None, previous: list = ()
+) -> list:
     """Serve `tuner`'s oracle to the workers until the search ends; returns the sweep's
     trials as recorded in MLflow (TrialRecords, oldest first). `server`: the store's
     tracking server (tracking_server), if it has one; `budget`: the sweep's time
-    budget, kept by this process's clock."""
+    budget, kept by this process's clock; `previous`: the trials recorded before this
+    run of the sweep (TrialRecords), whose times the budget judges by too."""
     import tensorflow as tf
 
     from happysad.tracking import names
@@ -484,8 +480,7 @@ def search(cfg: Config, sweep, tuner, server=None, budget: Budget | None = None)
     reload_oracle(tuner)
     tuner.oracle.verbose = 0  # the chief says what ended, in its own words (_watch)
     if budget is not None:
-        previous = [r.seconds for r in sweep.previous_trials() if r.seconds]
-        keep_to_budget(tuner.oracle, budget, previous)
+        keep_to_budget(tuner.oracle, budget, [r.seconds for r in previous if r.seconds])
         # Read by every worker as it joins: their trials stop at the same time.
         sweep.tag_sweep({names.DEADLINE: repr(budget.deadline)})
     tracking_uri = server.wait_until_up() if server is not None else sweep.store.uri

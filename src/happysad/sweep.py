@@ -234,7 +234,7 @@ def _search(cfg: Config, images, sweep, previous: list, backbones: dict, server)
         spent = wall_time((r.started, r.started + r.seconds) for r in previous if r.started)
         budget = Budget(parse(cfg.tuner.time_budget), spent=spent)
     if cfg.distributed.enabled:
-        return _search_distributed(cfg, images, sweep, hypermodel, server, budget)
+        return _search_distributed(cfg, images, sweep, hypermodel, server, budget, previous)
     tuner = tuning.make_tuner(
         cfg,
         hypermodel,
@@ -267,13 +267,15 @@ def _budget_ended(cfg: Config, budget) -> str | None:
     )
 
 
-def _search_distributed(cfg: Config, images, sweep, hypermodel, server, budget) -> SweepResult:
+def _search_distributed(
+    cfg: Config, images, sweep, hypermodel, server, budget, previous: list
+) -> SweepResult:
     """The chief of a distributed sweep: it serves the oracle, its workers train and
     record the trials; the sweep ends as a local one does, from what they recorded."""
     from happysad import distributed, tuning
 
     tuner = tuning.make_tuner(cfg, hypermodel, cfg.sweep.dir, cfg.sweep.name)
-    results = distributed.search(cfg, sweep, tuner, server, budget)
+    results = distributed.search(cfg, sweep, tuner, server, budget, previous)
     return _finish(cfg, tuner, sweep, images, results, None, _budget_ended(cfg, budget))
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
-import statistics
 import time
 import traceback
 from collections import defaultdict
@@ -25,7 +24,7 @@ from keras_tuner.src import config as kt_config
 from keras_tuner.src.distribute import utils as dist_utils
 
 from happysad import plots, report, training
-from happysad.budget import Budget, describe
+from happysad.budget import Budget
 from happysad.config import SEED_LIMIT, Config, TunerName
 from happysad.data import CLASS_NAMES, ImageData
 from happysad.hypermodel import FaceHyperModel
@@ -352,21 +351,13 @@ class TrackedTunerMixin:
     def _check_budget(self) -> None:
         """End the search when a trial as long as the median one would not fit in the
         time budget left: keras-tuner's oracle then starts no new trial."""
-        budget = self.budget
-        if budget is None or budget.ended or dist_utils.has_chief_oracle():
+        if self.budget is None or dist_utils.has_chief_oracle():
             return  # a distributed sweep's chief decides (distributed.keep_to_budget)
-        measured = [r.seconds for r in self.results if r.seconds]
-        if budget.room_for_another(measured):
-            return
-        budget.ended = True
-        self.oracle.max_trials = max(len(self.oracle.trials), 1)
-        log.info("")
-        log.info(
-            f"time budget: {describe(max(budget.left(), 0))} of {describe(budget.total)} left, "
-            "less than a trial takes here"
-            + (f" (median {describe(statistics.median(measured))})" if measured else "")
-            + ": no new trial"
-        )
+        ended = self.budget.end_unless_room([r.seconds for r in self.results if r.seconds])
+        if ended:
+            self.oracle.max_trials = max(len(self.oracle.trials), 1)
+            log.info("")
+            log.info(ended)
 
     def search(self, *args, **kwargs):
         try:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from happysad.config import (
+    HEARTBEAT,
     NO_BACKBONE,
     SEED_LIMIT,
     Config,
@@ -60,10 +61,10 @@ def _check_distributed(cfg: Config) -> None:
             f"distributed.workers={d.workers} must be at least 0, distributed.restarts="
             f"{d.restarts} at least 0 and distributed.connect_timeout={d.connect_timeout} above 0"
         )
-    if d.worker_timeout < 15:
+    if d.worker_timeout < 3 * HEARTBEAT:
         raise ConfigError(
-            f"distributed.worker_timeout={d.worker_timeout} must be at least 15 (seconds): a "
-            "worker's heartbeat comes every 5"
+            f"distributed.worker_timeout={d.worker_timeout} must be at least {3 * HEARTBEAT} "
+            f"(seconds): a worker's heartbeat comes every {HEARTBEAT}"
         )
     if (d.cpus_per_worker is not None and d.cpus_per_worker < 1) or (
         d.gpus_per_worker is not None and d.gpus_per_worker < 0
