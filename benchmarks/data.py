@@ -33,8 +33,8 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "fer2013-happ
 
 
 def load_times(path: Path, repeats: int) -> tuple[list[float], list[float], object]:
-    from happysad.config import Fer2013DataConfig
-    from happysad.data import load
+    from happysad.config.schema import Fer2013DataConfig
+    from happysad.data.dataset import load
 
     first, cached, images = [], [], None
     for _ in range(repeats):
@@ -55,7 +55,7 @@ def throughput(images, epochs: int, repeats: int) -> tuple[list[float], list[flo
     """Images per second over `epochs` epochs after one warm-up epoch, per feeding."""
     import keras
 
-    from happysad.data import to_dataset
+    from happysad.data.dataset import to_dataset
 
     def model() -> keras.Model:
         keras.utils.set_random_seed(0)

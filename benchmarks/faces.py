@@ -1,6 +1,6 @@
 """Face detectors for the photo pipeline: what they find, what they invent, what they cost.
 
-Measures `happysad.faces.find_faces` with each detector (MTCNN at the package's own
+Measures `happysad.serving.faces.find_faces` with each detector (MTCNN at the package's own
 last-stage threshold 0.8, which happysad uses, and at 0.9, and OpenCV's Haar cascade),
 then the whole `ImageClassifier.classify` path with a FER2013-trained model:
 
@@ -33,7 +33,7 @@ then the whole `ImageClassifier.classify` path with a FER2013-trained model:
 
 The model is the best trial of an MLflow sweep (--sweep, found by its parent run's
 tag `happysad.best_model_uri`) or --model URI; it is run through src/'s
-`happysad.pyfunc.load` on its data folder, checked against the model's own pyfunc.
+`happysad.serving.pyfunc.load` on its data folder, checked against the model's own pyfunc.
 About 7 minutes on 2 cores.
 
     python benchmarks/faces.py [--model URI | --sweep NAME] [--composites 54]
@@ -63,11 +63,11 @@ import numpy as np  # noqa: E402
 from overhead import machine  # noqa: E402
 from PIL import Image, ImageDraw, ImageFont  # noqa: E402
 
-from happysad import faces as faces_module  # noqa: E402
-from happysad import images as images_module  # noqa: E402
-from happysad import pyfunc as pyfunc_module  # noqa: E402
-from happysad.faces import Face, find_faces  # noqa: E402
-from happysad.images import open_image, pixel_digest  # noqa: E402
+from happysad.serving import faces as faces_module  # noqa: E402
+from happysad.serving import images as images_module  # noqa: E402
+from happysad.serving import pyfunc as pyfunc_module  # noqa: E402
+from happysad.serving.faces import Face, find_faces  # noqa: E402
+from happysad.serving.images import open_image, pixel_digest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"

@@ -75,10 +75,11 @@ class MemoryMixin:
 
 def run_arm(arm: str, trials: int, extra: list[str], tmp: str) -> list[dict]:
     """One sweep in this process; the memory rows of its trials."""
-    from happysad import data as data_module
-    from happysad import tracking, training, tuning
-    from happysad.composition import compose, to_typed
-    from happysad.hypermodel import FaceHyperModel
+    from happysad import tracking
+    from happysad.config.composition import compose, to_typed
+    from happysad.data import dataset as data_module
+    from happysad.model.hypermodel import FaceHyperModel
+    from happysad.search import training, tuning
 
     overrides = [
         "data.image_size=32",

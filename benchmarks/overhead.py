@@ -74,10 +74,11 @@ class TimingMixin:
 def run_arm(arm: str, overrides: list[str], workdir: Path) -> dict:
     """One search in this process; returns the per-trial seconds."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from happysad import data as data_module
-    from happysad import tracking, training, tuning
-    from happysad.composition import compose, to_typed
-    from happysad.hypermodel import FaceHyperModel
+    from happysad import tracking
+    from happysad.config.composition import compose, to_typed
+    from happysad.data import dataset as data_module
+    from happysad.model.hypermodel import FaceHyperModel
+    from happysad.search import training, tuning
 
     cfg = to_typed(compose([*overrides, f"sweep.dir={workdir / 'sweeps'}", f"sweep.name={arm}"]))
     if arm == "happysad" and cfg.sweep.isolate_trials:

@@ -44,8 +44,8 @@ def log_model(tmp: Path) -> tuple[str, str]:
     import mlflow
 
     from happysad import tracking
-    from happysad.composition import compose, to_typed
-    from happysad.hypermodel import FaceHyperModel
+    from happysad.config.composition import compose, to_typed
+    from happysad.model.hypermodel import FaceHyperModel
 
     cfg = to_typed(
         compose(
@@ -107,7 +107,7 @@ def main() -> None:
     import numpy as np
 
     from happysad import predict
-    from happysad.pyfunc import probabilities
+    from happysad.serving.pyfunc import probabilities
 
     with tempfile.TemporaryDirectory(prefix="happysad-predict-") as tmp:
         uri, model_uri = log_model(Path(tmp))
@@ -122,7 +122,7 @@ def main() -> None:
             "every benchmark image must decode"
         )
 
-        from happysad.images import Preprocessing, open_image
+        from happysad.serving.images import Preprocessing, open_image
 
         keras_model = mlflow.keras.load_model(model_uri)
         prep = Preprocessing(image_size=48)

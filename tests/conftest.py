@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from happysad.composition import compose, register_configs, to_typed
+from happysad.config.composition import compose, register_configs, to_typed
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 register_configs()

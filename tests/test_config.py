@@ -8,10 +8,10 @@ import sys
 import pytest
 from hydra.errors import ConfigCompositionException, MissingConfigException
 
-from happysad.composition import config_dir, experiments_dir
-from happysad.config import FloatSpace, IntSpace, Sampling, describe
+from happysad.config.composition import config_dir, experiments_dir
+from happysad.config.schema import FloatSpace, IntSpace, Sampling, describe
+from happysad.config.search_space import searchable
 from happysad.errors import ConfigError
-from happysad.search_space import searchable
 from tests.conftest import compose_config, typed_config
 
 GROUPS = ["data", "model", "augmentation", "optimizer", "tuner", "mlflow", "debug"]

@@ -14,8 +14,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from happysad.config import ColorMode, Fer2013DataConfig, FolderDataConfig, PublicTest, Resize
-from happysad.data import load, load_folder
+from happysad.config.schema import (
+    ColorMode,
+    Fer2013DataConfig,
+    FolderDataConfig,
+    PublicTest,
+    Resize,
+)
+from happysad.data.dataset import load, load_folder
 from happysad.errors import DataError
 from tests.conftest import FER
 
@@ -350,7 +356,7 @@ def test_a_one_epoch_sweep_on_fer2013_photos(tmp_path, store_uri):
 @needs_fer
 @pytest.mark.parametrize("detector", ["mtcnn", "haar"])
 def test_face_cropping_finds_the_face_or_reports_the_image(tmp_path, detector):
-    from happysad.config import FaceDetector, Faces, NoFace
+    from happysad.config.schema import FaceDetector, Faces, NoFace
 
     root = tmp_path / "photos"
     for name in ("happy", "sad"):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from happysad.distributed import HEARTBEAT
+from happysad.search.distribute.chief import HEARTBEAT
 from happysad.sweep import run_sweep
 from happysad.tracking.names import BUDGET
 from happysad.tracking.store import Store
@@ -66,7 +66,7 @@ def test_two_local_workers_record_every_trial_under_one_sweep(tiny, store_uri, t
     from omegaconf import OmegaConf
 
     from happysad.compare import top_trials
-    from happysad.composition import compose
+    from happysad.config.composition import compose
     from happysad.promote import promote
 
     promoted = promote(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from happysad import evaluation
+from happysad.results import evaluation
 
 
 def test_confusion_and_metrics_by_hand():
@@ -40,7 +40,7 @@ def test_auc_of_one_class_is_undefined():
 
 
 def test_balanced_accuracy_weighs_each_class_the_same():
-    from happysad.evaluation import balanced_accuracy, class_confusion, class_recall
+    from happysad.results.evaluation import balanced_accuracy, class_confusion, class_recall
 
     truth = np.array([0, 0, 0, 0, 1, 1, 2, 2])
     predicted = np.array([0, 0, 0, 1, 1, 0, 2, 2])

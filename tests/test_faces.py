@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from happysad.faces import find_faces
-from happysad.images import Preprocessing
+from happysad.serving.faces import find_faces
+from happysad.serving.images import Preprocessing
 from tests.conftest import REPO
 
 MUX = REPO.parent / "shared" / "data" / "muxspace-happysad"
@@ -89,7 +89,7 @@ def _classifier(faces="crops", image_size=48, color_mode="grayscale"):
     brightness of the face: each face gets its own answer."""
     import keras
 
-    from happysad.pyfunc import ImageClassifier
+    from happysad.serving.pyfunc import ImageClassifier
 
     channels = 1 if color_mode == "grayscale" else 3
     model = keras.Sequential(
@@ -134,7 +134,7 @@ def test_every_face_of_a_picture_gets_a_row_with_its_box_and_label():
 
 
 def _near_row(row, place) -> bool:
-    from happysad.faces import Face
+    from happysad.serving.faces import Face
 
     return _near(Face(row["x"], row["y"], row["width"], row["height"]), place)
 
@@ -300,7 +300,7 @@ def test_predict_finds_faces_annotates_and_writes_rows(
 
 @needs_mux
 def test_a_huge_jpeg_is_decoded_small_and_its_boxes_are_in_its_own_pixels():
-    from happysad.images import open_picture
+    from happysad.serving.images import open_picture
 
     classifier = _classifier()
     classifier.max_pixels = 300_000  # a 900x600 picture declares 540,000

@@ -7,8 +7,8 @@ import keras_tuner as kt
 import pytest
 
 from happysad.errors import ConfigError
-from happysad.hypermodel import FaceHyperModel
-from happysad.tuning import make_tuner
+from happysad.model.hypermodel import FaceHyperModel
+from happysad.search.tuning import make_tuner
 from tests.conftest import typed_config
 
 
@@ -192,7 +192,7 @@ def test_seed_zero_draws_the_same_trials_every_time(tmp_path, tuner):
 def test_what_the_sweep_lists_is_what_keras_tuner_is_given(overrides):
     """One module decides the space: the names printed, logged and fingerprinted are
     the names declared to keras-tuner."""
-    from happysad import search_space
+    from happysad.config import search_space
 
     cfg = typed_config(overrides)
     hp = kt.HyperParameters()
@@ -250,7 +250,7 @@ def test_residual_shortcuts_need_same_padding():
     with pytest.raises(ConfigError, match="model.residual=true needs model.padding=same"):
         typed_config(["model=modern", "model.padding=valid"])
     # With valid padding the choice is not offered at all.
-    from happysad import search_space
+    from happysad.config import search_space
 
     cfg = typed_config(
         [
@@ -281,7 +281,7 @@ def test_the_cosine_schedule_warms_up_then_decays_over_the_trial():
 
 
 def test_a_backbone_replaces_the_blocks_own_spaces():
-    from happysad import search_space
+    from happysad.config import search_space
 
     uri = "models:/happysad-backbone/1"
     cfg = typed_config(
@@ -314,7 +314,7 @@ def test_a_backbone_replaces_the_blocks_own_spaces():
 def test_test_time_flip_averages_the_image_and_its_mirror_and_loads_as_plain_keras(tmp_path):
     import numpy as np
 
-    from happysad.hypermodel import with_test_time_flip
+    from happysad.model.hypermodel import with_test_time_flip
 
     _, hypermodel, tuner = _tuner(["model.padding=same", "seed=3"])
     model = hypermodel.build(tuner.oracle.create_trial("t").hyperparameters)

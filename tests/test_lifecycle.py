@@ -15,8 +15,8 @@ from keras_tuner.errors import FailedTrialError
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from happysad import training
 from happysad.errors import SweepInterrupted
+from happysad.search import training
 from happysad.sweep import run_sweep
 from happysad.tracking.names import BUDGET
 from tests.conftest import compose_config
@@ -34,7 +34,7 @@ def plan(monkeypatch) -> list[tuple[str, float]]:
     def stand_in(job: training.TrialJob, report, isolate: bool) -> training.TrialOutcome:
         import keras_tuner.src.utils as kt_utils
 
-        from happysad.hypermodel import FaceHyperModel
+        from happysad.model.hypermodel import FaceHyperModel
 
         what, score = steps.pop(0)
         if what.startswith("sleep"):
@@ -168,7 +168,7 @@ def test_the_time_budget_starts_no_trial_it_cannot_finish_and_counts_across_runs
 
 
 def test_trials_side_by_side_count_once_against_the_budget():
-    from happysad.budget import wall_time
+    from happysad.search.budget import wall_time
 
     assert wall_time([]) == 0
     assert wall_time([(0, 10), (10, 15)]) == 15  # one after the other

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from happysad.composition import compose
+from happysad.config.composition import compose
 from happysad.errors import ConfigError, DataError
 from happysad.pretrain import check, pretrain
 from happysad.tracking import names
@@ -171,9 +171,9 @@ def test_pretraining_holds_out_the_sweeps_validation_and_test_images(tmp_path, s
     out, and a sweep refuses a backbone that saw them."""
     import shutil
 
-    from happysad import transfer
-    from happysad.config import Faces, FolderDataConfig
-    from happysad.data import load
+    from happysad.config.schema import Faces, FolderDataConfig
+    from happysad.data.dataset import load
+    from happysad.model import transfer
 
     faces = _folder(tmp_path / "faces")
     for label, name in (("happy", "angry"), ("sad", "neutral")):  # the sweep's data: copies

@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 from PIL import Image
 
-from happysad.composition import compose
+from happysad.config.composition import compose
 from happysad.sweep import run_sweep
 from tests.conftest import compose_config, free_port, wait_for_http
 from tests.test_faces import MUX, THREE, _composite
@@ -105,7 +105,7 @@ def test_promotion_is_gated_forced_dry_run_and_idempotent(store):
 
 
 def _faces(folder: Path, count: int = 3) -> list[Path]:
-    from happysad.synthetic import SyntheticSpec, draw_face
+    from happysad.data.synthetic import SyntheticSpec, draw_face
 
     folder.mkdir(parents=True, exist_ok=True)
     spec = SyntheticSpec(num_images=count, image_size=64, seed=99, hard_fraction=0.0)

@@ -206,8 +206,8 @@ def test_the_command_reports_bad_input_in_one_line(tmp_path):
 def test_test_time_flip_is_in_the_logged_model_and_its_report(tiny, store_uri):
     """model.test_time_flip=true: the model a trial logs (what the test split, promote,
     predict and serving use) predicts the same for a face and its mirror image."""
-    from happysad.data import load
-    from happysad.pyfunc import probabilities
+    from happysad.data.dataset import load
+    from happysad.serving.pyfunc import probabilities
     from happysad.tracking.store import Store
 
     cfg = compose_config([*tiny, "tuner.max_trials=1", "model.test_time_flip=true"])
@@ -222,6 +222,6 @@ def test_test_time_flip_is_in_the_logged_model_and_its_report(tiny, store_uri):
 
 
 def result_data_config(cfg):
-    from happysad.composition import to_typed
+    from happysad.config.composition import to_typed
 
     return to_typed(cfg).data

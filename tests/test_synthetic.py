@@ -8,7 +8,7 @@ import json
 import numpy as np
 from PIL import Image
 
-from happysad.synthetic import MANIFEST, SyntheticSpec, draw_face, generate
+from happysad.data.synthetic import MANIFEST, SyntheticSpec, draw_face, generate
 
 
 def _digests(folder):

@@ -38,7 +38,7 @@ def test_runs_and_models_land_in_the_given_store_not_the_global_one(tmp_path, mo
     another store: everything is in ours, nothing in the decoy."""
     import keras
 
-    from happysad.images import Preprocessing
+    from happysad.serving.images import Preprocessing
     from happysad.tracking.models import log_model
     from happysad.tracking.runs import SweepRun
 

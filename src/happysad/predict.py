@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.output:
         write(rows, args.output)
     if args.annotate:
-        from happysad.annotate import annotate_all
+        from happysad.results.annotate import annotate_all
 
         written = annotate_all(rows, args.annotate, max_pixels=MAX_PIXELS)
         print(f"{written} annotated pictures in {args.annotate}", file=sys.stderr)

@@ -25,8 +25,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import hydra  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from happysad.composition import config_dir, register_configs  # noqa: E402
-from happysad.config import PretrainConfig  # noqa: E402
+from happysad.config.composition import config_dir, register_configs  # noqa: E402
+from happysad.config.schema import PretrainConfig  # noqa: E402
 from happysad.errors import ConfigError, DataError, HappysadError  # noqa: E402
 
 log = logging.getLogger("happysad")
@@ -46,8 +46,9 @@ class PretrainResult:
 
 def check(cfg: PretrainConfig) -> dict[str, Any]:
     """The config's checks, and every space pinned: one model is trained."""
-    from happysad import budget, search_space
-    from happysad.validation import check_model_and_data
+    from happysad.config import search_space
+    from happysad.config.validation import check_model_and_data
+    from happysad.search import budget
 
     check_model_and_data(cfg)
     loose = [k for k, space in search_space.searchable(cfg).items() if not _pinned(space)]
@@ -92,7 +93,7 @@ def pretrain(cfg: PretrainConfig, config_yaml: str = "") -> PretrainResult:
     space = check(cfg)
     import tempfile
 
-    from happysad import startup
+    from happysad.search import startup
 
     # TensorFlow's start-up lines go to a log recorded on the run, not the console.
     startup_log = Path(tempfile.mkdtemp(prefix="happysad-pretrain-")) / "startup.log"
@@ -100,8 +101,11 @@ def pretrain(cfg: PretrainConfig, config_yaml: str = "") -> PretrainResult:
     import keras
     import keras_tuner
 
-    from happysad import data as data_module
-    from happysad import evaluation, plots, preflight, search_space, transfer
+    from happysad.config import search_space
+    from happysad.data import dataset as data_module
+    from happysad.model import transfer
+    from happysad.results import evaluation, plots
+    from happysad.search import preflight
     from happysad.tracking import names, registry
     from happysad.tracking.models import log_backbone
     from happysad.tracking.runs import (
@@ -246,8 +250,8 @@ def pretrain(cfg: PretrainConfig, config_yaml: str = "") -> PretrainResult:
 def hold_out(cfg: PretrainConfig, images) -> dict[str, Any]:
     """Leave out of `images` (in place) every image whose pixels are in the validation
     or test split of `pretrain.hold_out.path` as a sweep splits it; what was held out."""
-    from happysad import data as data_module
-    from happysad.config import Fer2013DataConfig, FolderDataConfig
+    from happysad.config.schema import Fer2013DataConfig, FolderDataConfig
+    from happysad.data import dataset as data_module
 
     h = cfg.pretrain.hold_out
     if not h.path:
@@ -303,7 +307,7 @@ def classifier(cfg, drawn, input_shape, classes: int, train_size: int, batch_siz
     import keras
     from keras import layers
 
-    from happysad import hypermodel, transfer
+    from happysad.model import hypermodel, transfer
 
     pixels = keras.Input(shape=input_shape, name="pixels")  # 0-1, rescaled
     backbone = keras.Model(
@@ -325,7 +329,7 @@ def classifier(cfg, drawn, input_shape, classes: int, train_size: int, batch_siz
 
 def val_confusion(model, images):
     """The model's confusion matrix on the validation split (true class by row)."""
-    from happysad import evaluation
+    from happysad.results import evaluation
 
     predicted = model.predict(images.val.x, batch_size=256, verbose=0).argmax(axis=1)
     return evaluation.class_confusion(images.val.y, predicted, len(images.class_names))
@@ -344,8 +348,9 @@ def fit(cfg: PretrainConfig, model, drawn, images, batch_size: int, report) -> F
     import keras
     import tensorflow as tf
 
-    from happysad import budget, hypermodel, training
-    from happysad.evaluation import balanced_accuracy
+    from happysad.model import hypermodel
+    from happysad.results.evaluation import balanced_accuracy
+    from happysad.search import budget, training
 
     classes = len(images.class_names)
 
@@ -397,7 +402,7 @@ def fit(cfg: PretrainConfig, model, drawn, images, batch_size: int, report) -> F
 
 @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="pretrain")
 def main(cfg: DictConfig) -> None:
-    from happysad.startup import signals_stop
+    from happysad.search.startup import signals_stop
 
     try:
         with signals_stop():

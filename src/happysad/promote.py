@@ -23,8 +23,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import hydra  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from happysad.composition import config_dir, register_configs  # noqa: E402
-from happysad.config import PromoteConfig  # noqa: E402
+from happysad.config.composition import config_dir, register_configs  # noqa: E402
+from happysad.config.schema import PromoteConfig  # noqa: E402
 from happysad.errors import HappysadError, StoreError  # noqa: E402
 from happysad.tracking import names  # noqa: E402
 from happysad.tracking.names import CHAMPION, PREVIOUS  # noqa: E402
@@ -137,8 +137,8 @@ def _contender(run) -> Contender:
 
 def _test_split(store, sweep_run):
     """The candidate sweep's test split, rebuilt from its recorded config."""
-    from happysad.composition import data_config
-    from happysad.data import load
+    from happysad.config.composition import data_config
+    from happysad.data.dataset import load
     from happysad.errors import DataError
 
     text = store.read_text(sweep_run.info.run_id, "config/config.yaml")
@@ -163,8 +163,8 @@ def _test_split(store, sweep_run):
 
 
 def _evaluate(store, model_uri: str, test) -> dict[str, float]:
-    from happysad.evaluation import binary_metrics
-    from happysad.pyfunc import probabilities
+    from happysad.results.evaluation import binary_metrics
+    from happysad.serving.pyfunc import probabilities
 
     model = store.load_keras(model_uri)
     return binary_metrics(test.y, probabilities(model, test.x))

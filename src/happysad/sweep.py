@@ -25,10 +25,11 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from happysad import progress, search_space  # noqa: E402
-from happysad.composition import config_dir, register_configs, to_typed  # noqa: E402
-from happysad.config import Config  # noqa: E402
+from happysad.config import search_space
+from happysad.config.composition import config_dir, register_configs, to_typed  # noqa: E402
+from happysad.config.schema import Config  # noqa: E402
 from happysad.errors import ConfigError, HappysadError, SweepFailed, SweepInterrupted  # noqa: E402
+from happysad.results import console as progress  # noqa: E402
 from happysad.trials import TrialRecord, best_by  # noqa: E402
 
 log = logging.getLogger("happysad")
@@ -67,14 +68,14 @@ def run_sweep(
     typed = to_typed(cfg)
     typed.sweep.name = typed.sweep.name or fresh_name()
     name = typed.sweep.name
-    from happysad import resume
+    from happysad.search import resume
 
     if typed.sweep.restart:
         resume.clear(typed)
     state = resume.read(typed)
 
     # Heavy imports only now that the config is known to be good.
-    from happysad import preflight
+    from happysad.search import preflight
     from happysad.tracking.store import Store, local_artifact_root
 
     started = time.monotonic()
@@ -88,7 +89,7 @@ def run_sweep(
     store = Store.resolve(typed.mlflow.tracking_uri)
     artifacts = local_artifact_root(store.uri)
     preflight.check_store(store.uri, artifacts)
-    from happysad import distributed
+    from happysad.search.distribute import chief as distributed
 
     # A distributed sweep's tracking server starts first: it comes up while the data
     # load and TensorFlow is imported.
@@ -100,8 +101,8 @@ def _run_sweep(
     cfg: DictConfig, typed: Config, overrides, tags, state, store, server, started: float
 ) -> SweepResult:
     """run_sweep's work once its store is known (and served, for a distributed sweep)."""
-    from happysad import data as data_module
-    from happysad import preflight, resume
+    from happysad.data import dataset as data_module
+    from happysad.search import preflight, resume
     from happysad.tracking import names
     from happysad.tracking.runs import SweepRun
     from happysad.tracking.store import local_artifact_root
@@ -110,7 +111,7 @@ def _run_sweep(
     uri = store.uri
     artifacts = local_artifact_root(uri)
     images = data_module.load(typed.data)
-    from happysad import startup
+    from happysad.search import startup
 
     # The trial processes' server imports TensorFlow meanwhile; TensorFlow's own
     # start-up lines go to the sweep's startup.log, recorded on its run.
@@ -133,7 +134,7 @@ def _run_sweep(
 
     backbones = {}
     if search_space.backbones(typed):
-        from happysad import transfer
+        from happysad.model import transfer
 
         # Fetched and checked against the data before anything is recorded or trained.
         backbones = transfer.prepare(
@@ -221,13 +222,13 @@ def _continue(
 
 
 def _search(cfg: Config, images, sweep, previous: list, backbones: dict, server) -> SweepResult:
-    from happysad import tuning
-    from happysad.hypermodel import FaceHyperModel
+    from happysad.model.hypermodel import FaceHyperModel
+    from happysad.search import tuning
 
     hypermodel = FaceHyperModel(cfg, images.input_shape, len(images.train), backbones=backbones)
     budget = None
     if cfg.tuner.time_budget:
-        from happysad.budget import Budget, parse, wall_time
+        from happysad.search.budget import Budget, parse, wall_time
 
         # Across continued runs: what the trials recorded so far took counts (once, for
         # trials that ran side by side).
@@ -259,7 +260,7 @@ def _search(cfg: Config, images, sweep, previous: list, backbones: dict, server)
 def _budget_ended(cfg: Config, budget) -> str | None:
     if budget is None or not budget.ended:
         return None
-    from happysad.budget import describe
+    from happysad.search.budget import describe
 
     return (
         f"the time budget ({cfg.tuner.time_budget}) ended the search after "
@@ -272,7 +273,8 @@ def _search_distributed(
 ) -> SweepResult:
     """The chief of a distributed sweep: it serves the oracle, its workers train and
     record the trials; the sweep ends as a local one does, from what they recorded."""
-    from happysad import distributed, tuning
+    from happysad.search import tuning
+    from happysad.search.distribute import chief as distributed
 
     tuner = tuning.make_tuner(cfg, hypermodel, cfg.sweep.dir, cfg.sweep.name)
     results = distributed.search(cfg, sweep, tuner, server, budget, previous)
@@ -283,7 +285,7 @@ def _finish(
     cfg: Config, tuner, sweep, images, results: list, stopped: str | None, budget_ended
 ) -> SweepResult:
     """The report on the sweep's run: the best trial, and its model on the test split."""
-    from happysad import report
+    from happysad.results import report
     from happysad.tracking import names
 
     maximize = tuner.oracle.objective.direction == "max"
@@ -326,7 +328,7 @@ def _finish(
 def _best_model_probabilities(tuner, store, best: TrialRecord, images):
     """P(happy) on the test split from the best model: the one logged to MLflow when
     there is one (so the artifact itself is checked), else keras-tuner's checkpoint."""
-    from happysad.pyfunc import probabilities
+    from happysad.serving.pyfunc import probabilities
 
     if best.model_uri:
         model = store.load_keras(best.model_uri)
@@ -364,7 +366,7 @@ def main(cfg: DictConfig) -> None:
         }
     # A kill from a job scheduler, or a closed terminal, ends the sweep as cleanly as
     # Ctrl-C does: the trial's process is stopped and the runs are marked KILLED.
-    from happysad.startup import signals_stop
+    from happysad.search.startup import signals_stop
 
     try:
         with signals_stop():

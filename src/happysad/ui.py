@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     except HappysadError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from happysad.startup import signals_stop
+    from happysad.search.startup import signals_stop
     from happysad.tracking.server import mlflow_command, stop_group
 
     command = mlflow_command("ui", uri, "127.0.0.1", args.port)

@@ -89,7 +89,7 @@ def sweep_config(store, run_id: str, overrides: list[str]):
     import yaml
     from omegaconf import OmegaConf
 
-    from happysad.composition import recorded_config
+    from happysad.config.composition import recorded_config
     from happysad.tracking import names
 
     run = store.run(run_id, "sweep run")
@@ -110,7 +110,7 @@ def sweep_config(store, run_id: str, overrides: list[str]):
 def chief_budget(cfg, run):
     """The sweep's time budget as its chief keeps it: its trials stop at the chief's
     deadline (the chief alone decides when no new trial starts)."""
-    from happysad.budget import Budget, parse
+    from happysad.search.budget import Budget, parse
     from happysad.tracking import names
 
     deadline = run.data.tags.get(names.DEADLINE)
@@ -120,7 +120,7 @@ def chief_budget(cfg, run):
 
 
 def work(args: argparse.Namespace) -> None:
-    from happysad import progress
+    from happysad.results import console as progress
     from happysad.tracking import names
     from happysad.tracking.store import Store
 
@@ -137,10 +137,11 @@ def work(args: argparse.Namespace) -> None:
     store = Store(uri)
     cfg, run = sweep_config(store, args.sweep_run, args.overrides)
 
-    from happysad import data as data_module
-    from happysad import search_space, startup, tuning
-    from happysad.distributed import quiet_keras_tuner
-    from happysad.hypermodel import FaceHyperModel
+    from happysad.config import search_space
+    from happysad.data import dataset as data_module
+    from happysad.model.hypermodel import FaceHyperModel
+    from happysad.search import startup, tuning
+    from happysad.search.distribute.chief import quiet_keras_tuner
     from happysad.tracking.runs import SweepRun
 
     images = data_module.load(cfg.data)
@@ -157,7 +158,7 @@ def work(args: argparse.Namespace) -> None:
     progress.data_summary(images)
     backbones = {}
     if search_space.backbones(cfg):
-        from happysad import transfer
+        from happysad.model import transfer
 
         backbones = transfer.prepare(
             cfg, store, images, Path(cfg.data.cache_dir) / "backbones" / cfg.sweep.name / me
@@ -229,13 +230,13 @@ def main(argv: list[str] | None = None) -> int:
         "overrides", nargs="*", help="key=value for this machine, e.g. data.path=/data/faces"
     )
     args = parser.parse_args(argv)
-    from happysad.distributed import CORES_VARIABLE
+    from happysad.search.distribute.chief import CORES_VARIABLE
 
     cores = os.environ.get(CORES_VARIABLE)  # distributed=local's share of the cores
     if cores and hasattr(os, "sched_setaffinity"):
         os.sched_setaffinity(0, {int(c) for c in cores.split(",")})
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-    from happysad.startup import signals_stop
+    from happysad.search.startup import signals_stop
 
     try:
         with signals_stop():

@@ -24,8 +24,8 @@ from mlflow import pyfunc
 from mlflow.models import Model, ModelSignature
 from mlflow.types.schema import ColSpec, DataType, ParamSchema, ParamSpec, Schema
 
-from happysad import pyfunc as pyfunc_module
-from happysad.images import Preprocessing
+from happysad.serving import pyfunc as pyfunc_module
+from happysad.serving.images import Preprocessing
 from happysad.tracking import names
 from happysad.tracking.store import Store
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import IO
 
 from happysad.errors import StoreError
-from happysad.startup import with_parent
+from happysad.search.startup import with_parent
 from happysad.tracking.store import Store, local_artifact_root, sqlite_path
 
 

@@ -22,7 +22,7 @@ from typing import Any
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from happysad.config import Objective
+from happysad.config.schema import Objective
 from happysad.errors import StoreError
 from happysad.tracking import names
 

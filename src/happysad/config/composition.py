@@ -11,7 +11,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
-from happysad.config import (
+from happysad.config.schema import (
     AugmentationConfig,
     BayesianTunerConfig,
     Config,
@@ -34,10 +34,11 @@ from happysad.errors import ConfigError
 
 def _resource_dir(name: str) -> Path:
     """A folder shipped inside a wheel, or the repository's own in an editable install."""
-    packaged = Path(__file__).resolve().parent / name
+    package = Path(__file__).resolve().parents[1]  # src/happysad, or happysad in a wheel
+    packaged = package / name
     if packaged.is_dir():
         return packaged
-    return Path(__file__).resolve().parents[2] / name
+    return package.parents[1] / name
 
 
 def config_dir() -> Path:
@@ -119,7 +120,7 @@ def data_config(values: dict[str, Any]) -> DataConfig:
 def recorded_config(values: dict[str, Any]) -> Config:
     """A sweep's config as recorded with it (config/config.yaml), typed and checked
     again: what a distributed sweep's worker runs."""
-    from happysad.validation import validate
+    from happysad.config.validation import validate
 
     tuner = _group_schemas("tuner").get(values.get("tuner", {}).get("name"))
     if tuner is None:
@@ -144,7 +145,7 @@ def compose(overrides: Sequence[str] = (), name: str = "config") -> DictConfig:
 
 def to_typed(cfg: DictConfig) -> Config:
     """The composed config as plain dataclasses, checked; raises ConfigError."""
-    from happysad.validation import validate
+    from happysad.config.validation import validate
 
     typed = OmegaConf.to_object(cfg)
     validate(typed)

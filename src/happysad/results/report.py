@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from happysad import evaluation, plots
-from happysad.data import CLASS_NAMES
+from happysad.data.dataset import CLASS_NAMES
+from happysad.results import evaluation, plots
 from happysad.tracking import names
 from happysad.trials import TrialRecord
 

@@ -14,9 +14,10 @@ import keras_tuner
 import numpy as np
 from keras import layers
 
-from happysad import architecture, search_space, transfer
-from happysad.config import NO_BACKBONE, Config, Conv, Head, OptimizerName, Schedule
-from happysad.data import ImageData, to_dataset
+from happysad.config import search_space
+from happysad.config.schema import NO_BACKBONE, Config, Conv, Head, OptimizerName, Schedule
+from happysad.data.dataset import ImageData, to_dataset
+from happysad.model import architecture, transfer
 
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):

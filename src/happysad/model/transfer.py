@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from happysad import search_space
+from happysad.config import search_space
 from happysad.errors import ConfigError
-from happysad.images import Preprocessing
+from happysad.serving.images import Preprocessing
 
 log = logging.getLogger("happysad")
 

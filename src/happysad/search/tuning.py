@@ -23,12 +23,13 @@ from keras_tuner.engine import trial as trial_module
 from keras_tuner.src import config as kt_config
 from keras_tuner.src.distribute import utils as dist_utils
 
-from happysad import plots, report, training
-from happysad.budget import Budget
-from happysad.config import SEED_LIMIT, Config, TunerName
-from happysad.data import CLASS_NAMES, ImageData
-from happysad.hypermodel import FaceHyperModel
-from happysad.progress import Console
+from happysad.config.schema import SEED_LIMIT, Config, TunerName
+from happysad.data.dataset import CLASS_NAMES, ImageData
+from happysad.model.hypermodel import FaceHyperModel
+from happysad.results import plots, report
+from happysad.results.console import Console
+from happysad.search import training
+from happysad.search.budget import Budget
 from happysad.tracking import names
 from happysad.tracking.names import FAILED, FINISHED
 from happysad.tracking.runs import SweepRun
@@ -290,7 +291,7 @@ class TrackedTunerMixin:
         """A distributed sweep's worker tells its chief it is alive while it trains."""
         if not dist_utils.has_chief_oracle():
             return contextlib.nullcontext()
-        from happysad.distributed import heartbeat
+        from happysad.search.distribute.chief import heartbeat
 
         return heartbeat(self.oracle, trial_id)
 

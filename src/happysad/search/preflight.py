@@ -13,8 +13,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from happysad.architecture import largest_parameter_count
 from happysad.errors import StoreError
+from happysad.model.architecture import largest_parameter_count
 
 # keras-tuner 1.4.8 marks every trial invalid, silently, when tensorboard is missing.
 REQUIRED = {

@@ -35,11 +35,11 @@ import numpy as np
 from keras_tuner.src import utils as kt_utils
 from keras_tuner.src.engine import tuner_utils
 
-from happysad.config import Config
-from happysad.data import ImageData
-from happysad.hypermodel import FaceHyperModel
-from happysad.pyfunc import probabilities
-from happysad.startup import die_with_parent
+from happysad.config.schema import Config
+from happysad.data.dataset import ImageData
+from happysad.model.hypermodel import FaceHyperModel
+from happysad.search.startup import die_with_parent
+from happysad.serving.pyfunc import probabilities
 
 # What a trial's child process reports after each epoch: epoch, logs, seconds.
 EpochReport = Callable[[int, dict[str, float], float], None]
@@ -164,7 +164,7 @@ def train(job: TrialJob, report: EpochReport, fresh_process: bool = False) -> Tr
         initial_epoch=job.initial_epoch,
     )
     if job.cfg.model.test_time_flip:  # after training: it changes predictions only
-        from happysad.hypermodel import with_test_time_flip
+        from happysad.model.hypermodel import with_test_time_flip
 
         model = with_test_time_flip(model)
     outcome = TrialOutcome(
@@ -175,7 +175,7 @@ def train(job: TrialJob, report: EpochReport, fresh_process: bool = False) -> Tr
     )
     if job.run_id is not None:
         try:
-            from happysad.hypermodel import portable
+            from happysad.model.hypermodel import portable
             from happysad.tracking.models import log_model
             from happysad.tracking.store import Store
 
@@ -251,7 +251,7 @@ def _context():
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
     # What a trial needs, imported once in the server; children start from there.
-    context.set_forkserver_preload(["happysad.trial_server"])
+    context.set_forkserver_preload(["happysad.search.trial_server"])
     return context
 
 

@@ -22,23 +22,23 @@ from typing import Any
 
 import numpy as np
 
-from happysad.config import (
+from happysad.config.schema import (
     ClassWeight,
     Fer2013DataConfig,
     FolderDataConfig,
     NoFace,
     SyntheticDataConfig,
 )
-from happysad.errors import DataError
-from happysad.images import Preprocessing, Unusable, open_image, pixel_digest
-from happysad.sources import (
+from happysad.data.sources import (
     SPLITS,
     Entry,
     class_folder_entries,
     fer2013_csv_entries,
     folder_entries,
 )
-from happysad.synthetic import SyntheticSpec, generate
+from happysad.data.synthetic import SyntheticSpec, generate
+from happysad.errors import DataError
+from happysad.serving.images import Preprocessing, Unusable, open_image, pixel_digest
 
 # The label of an image is its index here: happy is the positive class (1).
 CLASS_NAMES = ("sad", "happy")

@@ -18,8 +18,8 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from happysad import search_space
-from happysad.config import Config
+from happysad.config import search_space
+from happysad.config.schema import Config
 from happysad.errors import ConfigError
 
 STATE_FILE = "happysad.json"

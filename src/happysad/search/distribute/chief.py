@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from happysad.budget import Budget
-from happysad.config import HEARTBEAT, Config, DistributedMode
+from happysad.config.schema import HEARTBEAT, Config, DistributedMode
 from happysad.errors import SweepFailed
-from happysad.startup import with_parent
+from happysad.search.budget import Budget
+from happysad.search.startup import with_parent
 from happysad.tracking.server import free_port
 
 log = logging.getLogger("happysad")

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from happysad.config import (
+from happysad.config.schema import (
     HEARTBEAT,
     NO_BACKBONE,
     SEED_LIMIT,
@@ -39,7 +39,7 @@ def validate(cfg: Config) -> None:
             f"tuner.max_consecutive_failures={tuner.max_consecutive_failures} at least 1"
         )
     if tuner.time_budget is not None:
-        from happysad import budget
+        from happysad.search import budget
 
         budget.parse(tuner.time_budget)
     _check_distributed(cfg)
@@ -85,7 +85,7 @@ def _check_distributed(cfg: Config) -> None:
 def check_model_and_data(cfg: Any) -> dict[str, Any]:
     """The checks of the spaces, the model and the data, for any command that builds
     models from them (sweep, pretrain); returns the searched spaces by name."""
-    from happysad.search_space import searchable  # it builds on the types above
+    from happysad.config.search_space import searchable  # it builds on the types above
 
     # What is searched depends on these two: they must make sense first.
     _check_space("model.depth", cfg.model.depth)

@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from happysad.config import PublicTest
+from happysad.config.schema import PublicTest
 from happysad.errors import DataError
-from happysad.images import Unusable
+from happysad.serving.images import Unusable
 
 SPLITS = ("train", "val", "test")
 # FER2013's emotion codes for the two classes.

@@ -14,7 +14,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
-from happysad.images import Unusable, open_picture
+from happysad.serving.images import Unusable, open_picture
 
 COLORS = {"happy": (214, 120, 0), "sad": (30, 90, 200), None: (110, 110, 110)}
 KEEP_FORMAT = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG"}

@@ -84,7 +84,7 @@ class Console:
 
 def data_summary(images) -> None:
     """The data a sweep trains on, what was skipped and why, the class weights."""
-    from happysad.data import CLASS_NAMES
+    from happysad.data.dataset import CLASS_NAMES
 
     s = images.summary()
     p = images.preprocessing

@@ -7,7 +7,7 @@ MLflow again, and logs its model as fast as the sweep's process would.
 
 import importlib
 
-from happysad import training  # noqa: F401 - the trials' own code
+from happysad.search import training  # noqa: F401 - the trials' own code
 from happysad.tracking import models
 
 # What a trial's process would otherwise import when it logs its model (measured:

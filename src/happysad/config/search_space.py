@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
-from happysad.config import (
+from happysad.config.schema import (
     NO_BACKBONE,
     SPACES,
     Conv,

@@ -48,7 +48,7 @@ def start_tensorflow(log: Path, *, trial_server: bool, trains_here: bool = True)
         import tensorflow as tf
 
         if trial_server:
-            from happysad import training
+            from happysad.search import training
 
             training.start()
         gpus = tf.config.list_physical_devices("GPU")

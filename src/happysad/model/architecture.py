@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from happysad.config import Padding, space_values
+from happysad.config.schema import Padding, space_values
 
 
 def feature_side(

@@ -10,7 +10,7 @@ import numpy as np
 # nothing to close; they are freed like any object.
 from matplotlib.figure import Figure
 
-from happysad.config import Objective
+from happysad.config.schema import Objective
 
 TRAIN, VAL, BEST = "#1f77b4", "#ff7f0e", "#2ca02c"
 
