@@ -13,6 +13,7 @@ from typing import Any
 
 from happysad.errors import HappysadError, StoreError
 from happysad.tracking.names import DATA_DIGEST
+from happysad.tracking.store import Store, add_store_option, resolve_tracking_uri
 
 TRIAL_METRICS = ("objective", "val_accuracy", "val_auc", "val_loss", "best_epoch")
 TEST_METRICS = ("test_accuracy", "test_auc", "test_precision", "test_recall")
@@ -90,7 +91,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--experiment", default="happysad", help="the MLflow experiment (default happysad)"
     )
-    from happysad.tracking.store import Store, add_store_option, resolve_tracking_uri
 
     add_store_option(parser)
     args = parser.parse_args(argv)

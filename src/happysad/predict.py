@@ -31,6 +31,12 @@ from typing import Any
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from happysad.errors import HappysadError  # noqa: E402
+from happysad.results.annotate import annotate_all  # noqa: E402
+from happysad.tracking.store import (
+    Store,  # noqa: E402
+    add_store_option,  # noqa: E402
+    resolve_tracking_uri,  # noqa: E402
+)
 
 DEFAULT_MODEL = "models:/happysad@champion"
 CHUNK = 512  # files read and predicted at a time, so a huge folder never sits in memory
@@ -68,8 +74,6 @@ def expand(patterns: list[str]) -> tuple[list[str], list[dict[str, Any]]]:
 
 def load_model(uri: str, tracking_uri: str | None = None):
     """The pyfunc model at `uri` in the store, or a StoreError that says what to do."""
-    from happysad.tracking.store import Store
-
     return Store.existing(tracking_uri).load_pyfunc(uri)
 
 
@@ -154,7 +158,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--model", default=DEFAULT_MODEL, help=f"an MLflow model URI (default {DEFAULT_MODEL})"
     )
-    from happysad.tracking.store import add_store_option
 
     add_store_option(parser)
     parser.add_argument(
@@ -182,8 +185,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.output and args.output.suffix.lower() not in (".csv", ".json"):
         parser.error(f"--output {args.output}: the file must end in .csv or .json")
 
-    from happysad.tracking.store import resolve_tracking_uri
-
     uri = resolve_tracking_uri(args.tracking_uri)
     print(f"MLflow store: {uri}", file=sys.stderr)
     files, missing = expand(args.paths)
@@ -199,8 +200,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.output:
         write(rows, args.output)
     if args.annotate:
-        from happysad.results.annotate import annotate_all
-
         written = annotate_all(rows, args.annotate, max_pixels=MAX_PIXELS)
         print(f"{written} annotated pictures in {args.annotate}", file=sys.stderr)
     pictures = {r["path"] for r in rows}

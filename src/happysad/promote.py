@@ -23,11 +23,26 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import hydra  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from happysad.config.composition import config_dir, register_configs  # noqa: E402
+from happysad.config.composition import (  # noqa: E402
+    config_dir,
+    data_config,  # noqa: E402
+    register_configs,
+)
 from happysad.config.schema import PromoteConfig  # noqa: E402
-from happysad.errors import HappysadError, StoreError  # noqa: E402
-from happysad.tracking import names  # noqa: E402
+from happysad.data.dataset import load  # noqa: E402
+from happysad.errors import (  # noqa: E402
+    DataError,  # noqa: E402
+    HappysadError,
+    StoreError,
+)
+from happysad.results.evaluation import binary_metrics  # noqa: E402
+from happysad.serving.pyfunc import probabilities  # noqa: E402
+from happysad.tracking import (
+    names,  # noqa: E402
+    registry,  # noqa: E402
+)
 from happysad.tracking.names import CHAMPION, PREVIOUS  # noqa: E402
+from happysad.tracking.store import Store, resolve_tracking_uri  # noqa: E402
 
 log = logging.getLogger("happysad")
 register_configs()
@@ -58,9 +73,6 @@ class Decision:
 
 def promote(cfg: PromoteConfig) -> Decision:
     """Evaluate, register and (maybe) promote; raises a HappysadError the user can act on."""
-    from happysad.tracking import registry
-    from happysad.tracking.store import Store, resolve_tracking_uri
-
     log.info(f"MLflow store: {resolve_tracking_uri(cfg.mlflow.tracking_uri)}")
     store = Store.existing(cfg.mlflow.tracking_uri)
     settings = cfg.promote
@@ -137,10 +149,6 @@ def _contender(run) -> Contender:
 
 def _test_split(store, sweep_run):
     """The candidate sweep's test split, rebuilt from its recorded config."""
-    from happysad.config.composition import data_config
-    from happysad.data.dataset import load
-    from happysad.errors import DataError
-
     text = store.read_text(sweep_run.info.run_id, "config/config.yaml")
     values = OmegaConf.to_container(OmegaConf.create(text), resolve=True)
     try:
@@ -163,15 +171,12 @@ def _test_split(store, sweep_run):
 
 
 def _evaluate(store, model_uri: str, test) -> dict[str, float]:
-    from happysad.results.evaluation import binary_metrics
-    from happysad.serving.pyfunc import probabilities
 
     model = store.load_keras(model_uri)
     return binary_metrics(test.y, probabilities(model, test.x))
 
 
 def _champion(store, name: str) -> Contender | None:
-    from happysad.tracking import registry
 
     version = registry.version_by_alias(store, name, CHAMPION)
     if version is None:
@@ -189,8 +194,6 @@ def _champion(store, name: str) -> Contender | None:
 
 def _register(store, name: str, candidate: Contender) -> tuple[str, bool]:
     """The candidate's version: the existing one if this run is registered already."""
-    from happysad.tracking import registry
-
     version = registry.version_of_run(store, name, candidate.run_id)
     if version is not None:
         return version, False

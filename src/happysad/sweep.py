@@ -1,7 +1,11 @@
 """`python -m happysad.sweep`: compose the config, search, record every trial in MLflow.
 
 The Hydra entry point is a thin wrapper; `run_sweep` is the plain function that
-does the work, and the one tests call with a composed config.
+does the work, and the one tests call with a composed config. A sweep: its store
+(served to its workers when distributed), its data, then the search session
+(search/session.py) and the search, local or as a distributed sweep's chief
+(search/distribute/chief.py), and the report, with the best model evaluated once on
+the test split.
 """
 
 from __future__ import annotations
@@ -25,16 +29,76 @@ from hydra.core.hydra_config import HydraConfig  # noqa: E402
 from hydra.types import RunMode  # noqa: E402
 from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
-from happysad.config import search_space
+from happysad.config import search_space  # noqa: E402
 from happysad.config.composition import config_dir, register_configs, to_typed  # noqa: E402
+from happysad.config.duration import describe, parse  # noqa: E402
 from happysad.config.schema import Config  # noqa: E402
-from happysad.errors import ConfigError, HappysadError, SweepFailed, SweepInterrupted  # noqa: E402
-from happysad.results import console as progress  # noqa: E402
+from happysad.data import dataset  # noqa: E402
+from happysad.errors import (  # noqa: E402
+    ConfigError,
+    HappysadError,
+    StoreError,
+    SweepFailed,
+    SweepInterrupted,
+)
+from happysad.processes import signals_stop  # noqa: E402
+from happysad.results import console, report  # noqa: E402
+from happysad.search import preflight, resume, startup  # noqa: E402
+from happysad.search.budget import Budget, wall_time  # noqa: E402
+from happysad.search.resume import SweepState  # noqa: E402
+from happysad.serving.pyfunc import probabilities  # noqa: E402
+from happysad.tracking import names  # noqa: E402
+from happysad.tracking.runs import SweepRun  # noqa: E402
+from happysad.tracking.server import for_many_writers  # noqa: E402
+from happysad.tracking.store import Store  # noqa: E402
 from happysad.trials import TrialRecord, best_by  # noqa: E402
 
 log = logging.getLogger("happysad")
 
 register_configs()
+
+
+def fresh_name() -> str:
+    return f"sweep-{datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
+
+
+def run_sweep(
+    cfg: DictConfig, overrides: Sequence[str] = (), tags: dict[str, str] | None = None
+) -> SweepResult:
+    """Run one sweep as configured, or continue the named sweep where it stopped.
+
+    Raises a HappysadError the user can act on; `tags` go on the sweep's parent run
+    (the entry point passes the multirun's id)."""
+    typed = to_typed(cfg)
+    typed.sweep.name = typed.sweep.name or fresh_name()
+    if typed.sweep.restart:
+        resume.clear(typed)
+    state = resume.read(typed)
+    return run(
+        SweepContext(
+            composed=cfg, cfg=typed, overrides=list(overrides), tags=tags or {}, state=state
+        )
+    )
+
+
+@dataclass
+class SweepContext:
+    """What one run of a sweep works with: the config as composed (recorded as it is)
+    and typed, the command line's overrides, tags for its run, its state on disk (None
+    for a new sweep), and, once opened, its store and tracking server."""
+
+    composed: DictConfig
+    cfg: Config
+    overrides: list[str] = field(default_factory=list)
+    tags: dict[str, str] = field(default_factory=dict)
+    state: SweepState | None = None
+    started: float = field(default_factory=time.monotonic)
+    store: Store | None = None
+    server: Any = None  # tracking.server.Server: a distributed sweep's own mlflow server
+
+    @property
+    def name(self) -> str:
+        return self.cfg.sweep.name
 
 
 @dataclass
@@ -54,154 +118,104 @@ class SweepResult:
         return [r for r in self.results if r.score is None]
 
 
-def fresh_name() -> str:
-    return f"sweep-{datetime.now():%Y%m%d-%H%M%S}-{secrets.token_hex(2)}"
-
-
-def run_sweep(
-    cfg: DictConfig, overrides: Sequence[str] = (), tags: dict[str, str] | None = None
-) -> SweepResult:
-    """Run one sweep as configured, or continue the named sweep where it stopped.
-
-    Raises a HappysadError the user can act on; `tags` go on the sweep's parent run
-    (the entry point passes the multirun's id)."""
-    typed = to_typed(cfg)
-    typed.sweep.name = typed.sweep.name or fresh_name()
-    name = typed.sweep.name
-    from happysad.search import resume
-
-    if typed.sweep.restart:
-        resume.clear(typed)
-    state = resume.read(typed)
-
-    # Heavy imports only now that the config is known to be good.
-    from happysad.search import preflight
-    from happysad.tracking.store import Store, local_artifact_root
-
-    started = time.monotonic()
-    action = "continuing" if state else "starting"
+def run(ctx: SweepContext) -> SweepResult:
+    """Run the sweep, or continue it where it stopped; raises a HappysadError the user
+    can act on."""
+    cfg = ctx.cfg
+    action = "continuing" if ctx.state else "starting"
     log.info(
-        f"happysad: {action} sweep '{name}': tuner {typed.tuner.name.value}, "
-        f"objective {typed.tuner.objective.value}"
+        f"happysad: {action} sweep '{ctx.name}': tuner {cfg.tuner.name.value}, "
+        f"objective {cfg.tuner.objective.value}"
     )
     # The preflight: what would otherwise fail later, checked before the first trial.
-    preflight.check_packages()
-    store = Store.resolve(typed.mlflow.tracking_uri)
-    artifacts = local_artifact_root(store.uri)
-    preflight.check_store(store.uri, artifacts)
-    from happysad.search.distribute import chief as distributed
-
+    ctx.store = preflight.open_store(cfg.mlflow.tracking_uri)
     # A distributed sweep's tracking server starts first: it comes up while the data
     # load and TensorFlow is imported.
-    with distributed.tracking_server(typed, store.uri) as server:
-        return _run_sweep(cfg, typed, overrides, tags, state, store, server, started)
+    with for_many_writers(ctx.store.uri, many=cfg.distributed.enabled) as ctx.server:
+        return _run(ctx)
 
 
-def _run_sweep(
-    cfg: DictConfig, typed: Config, overrides, tags, state, store, server, started: float
-) -> SweepResult:
-    """run_sweep's work once its store is known (and served, for a distributed sweep)."""
-    from happysad.data import dataset as data_module
-    from happysad.search import preflight, resume
-    from happysad.tracking import names
-    from happysad.tracking.runs import SweepRun
-    from happysad.tracking.store import local_artifact_root
-
-    name = typed.sweep.name
-    uri = store.uri
-    artifacts = local_artifact_root(uri)
-    images = data_module.load(typed.data)
-    from happysad.search import startup
-
-    # The trial processes' server imports TensorFlow meanwhile; TensorFlow's own
-    # start-up lines go to the sweep's startup.log, recorded on its run.
-    startup_log = Path(typed.sweep.dir) / name / "startup.log"
+def _run(ctx: SweepContext) -> SweepResult:
+    cfg, store = ctx.cfg, ctx.store
+    images = dataset.load(cfg.data)  # bad data fails here, before anything heavy
+    startup_log = resume.folder(cfg) / "startup.log"
     startup_log.unlink(missing_ok=True)
-    # A distributed sweep's chief never trains: its workers have the trial processes
-    # and the GPUs.
-    devices = startup.start_tensorflow(
-        startup_log,
-        trial_server=typed.sweep.isolate_trials and not typed.distributed.enabled,
-        trains_here=not typed.distributed.enabled,
+    with startup.stderr_to(startup_log):
+        # Keras, keras-tuner and TensorFlow, whose C++ start-up lines go to the log.
+        from happysad.search import session as search_session  # heavy: after the data
+        from happysad.search.distribute import chief  # heavy: after the data
+    session = search_session.open_session(
+        cfg,
+        store,
+        search_session.Role.CHIEF if cfg.distributed.enabled else search_session.Role.LOCAL,
+        images,
+        startup_log=startup_log,
+        backbone_folder=Path(cfg.data.cache_dir) / "backbones" / ctx.name,
     )
-    progress.data_summary(images)
-    log.info(devices)
-    preflight.check_disk(
-        typed, images.input_shape[2], [Path(typed.sweep.dir), *([artifacts] if artifacts else [])]
-    )
-    experiment_id = store.open_experiment(typed.mlflow.experiment)
-    log.info(f"MLflow store: {uri} (experiment '{typed.mlflow.experiment}')")
-
-    backbones = {}
-    if search_space.backbones(typed):
-        from happysad.model import transfer
-
-        # Fetched and checked against the data before anything is recorded or trained.
-        backbones = transfer.prepare(
-            typed, store, images, Path(typed.data.cache_dir) / "backbones" / name
-        )
-        log.info(f"backbones: {', '.join(backbones)} (their blocks fit the data)")
-    fingerprint = resume.fingerprint(typed, images.digest)
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    resolved["sweep"]["name"] = name
+    fingerprint = resume.fingerprint(cfg, images.digest)
+    resolved = OmegaConf.to_container(ctx.composed, resolve=True)
+    resolved["sweep"]["name"] = ctx.name
     config_yaml = OmegaConf.to_yaml(resolved)
-    sweep = SweepRun(store, experiment_id, name, startup_log=startup_log)
-    if state is not None:
-        resume.check_continuable(state, typed, fingerprint, uri)
-        previous = _continue(sweep, state, config_yaml, overrides, images)
+    sweep = SweepRun(store, session.experiment_id, ctx.name, startup_log=session.startup_log)
+    if ctx.state is not None:
+        resume.check_continuable(ctx.state, cfg, fingerprint, store.uri)
+        previous = _continue(sweep, ctx.state, config_yaml, ctx.overrides, images)
     else:
-        space = search_space.summary(typed)
+        space = search_space.summary(cfg)
         sweep.start(
             config_yaml=config_yaml,
-            overrides=list(overrides),
-            params=_sweep_params(typed),
+            overrides=ctx.overrides,
+            params=_sweep_params(cfg),
             data_summary=images.summary(),
             skipped=images.skipped,
             search_space=space,
-            tags=tags,
+            tags=ctx.tags,
         )
-        resume.write(typed, resume.SweepState(name, uri, experiment_id, sweep.run_id, fingerprint))
+        resume.write(
+            cfg, SweepState(ctx.name, store.uri, session.experiment_id, sweep.run_id, fingerprint)
+        )
         previous = []
         log.info("search space:")
         for key, text in space.items():
             log.info(f"  {key:<28} {text}")
-    if typed.deterministic:
+    if cfg.deterministic:
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()
     try:
-        result = _search(typed, images, sweep, previous, backbones, server)
+        result = _search(ctx, session, chief, sweep, previous)
     except KeyboardInterrupt:
         sweep.end(names.KILLED, reason="stopped by the user (Ctrl-C or SIGTERM)")
         again = " ".join(
-            [*(o for o in overrides if not o.startswith("sweep.name=")), f"sweep.name={name}"]
+            [
+                *(o for o in ctx.overrides if not o.startswith("sweep.name=")),
+                f"sweep.name={ctx.name}",
+            ]
         )
         raise SweepInterrupted(
-            f"sweep '{name}' stopped; its trial and sweep runs are marked KILLED in MLflow. "
+            f"sweep '{ctx.name}' stopped; its trial and sweep runs are marked KILLED in MLflow. "
             f"To go on where it stopped: python -m happysad.sweep {again}"
         ) from None
     except BaseException as err:
         sweep.end(names.FAILED, reason=f"{type(err).__name__}: {err}")
         raise
-    progress.sweep_summary(result, typed, time.monotonic() - started)
+    console.sweep_summary(result, cfg, time.monotonic() - ctx.started)
     if result.best is None or result.stopped_early:
         reasons = "; ".join(f"trial-{r.trial_id}: {r.reason}" for r in result.failed[:3])
         what = result.stopped_early or "every trial failed"
-        raise SweepFailed(f"sweep '{name}': {what}. First reasons: {reasons}")
+        raise SweepFailed(f"sweep '{ctx.name}': {what}. First reasons: {reasons}")
     return result
 
 
 def _continue(
-    sweep, state, config_yaml: str, overrides: Sequence[str], images
+    sweep: SweepRun, state: SweepState, config_yaml: str, overrides: list[str], images
 ) -> list[TrialRecord]:
     """Reopen the sweep's parent run; close what a hard kill left running."""
-    from happysad.errors import StoreError
-
     try:
         resumed = sweep.resume(
             state.parent_run_id,
             config_yaml=config_yaml,
-            overrides=list(overrides),
+            overrides=overrides,
             data_summary=images.summary(),
         )
     except StoreError as err:
@@ -221,73 +235,54 @@ def _continue(
     return previous
 
 
-def _search(cfg: Config, images, sweep, previous: list, backbones: dict, server) -> SweepResult:
-    from happysad.model.hypermodel import FaceHyperModel
-    from happysad.search import tuning
-
-    hypermodel = FaceHyperModel(cfg, images.input_shape, len(images.train), backbones=backbones)
+def _search(ctx: SweepContext, session, chief, sweep: SweepRun, previous: list[TrialRecord]):
+    """The search: local, or served to the workers by this process, the chief
+    (`chief`: search.distribute.chief, imported with the session)."""
+    cfg = ctx.cfg
     budget = None
     if cfg.tuner.time_budget:
-        from happysad.search.budget import Budget, parse, wall_time
-
         # Across continued runs: what the trials recorded so far took counts (once, for
         # trials that ran side by side).
         spent = wall_time((r.started, r.started + r.seconds) for r in previous if r.started)
         budget = Budget(parse(cfg.tuner.time_budget), spent=spent)
     if cfg.distributed.enabled:
-        return _search_distributed(cfg, images, sweep, hypermodel, server, budget, previous)
-    tuner = tuning.make_tuner(
-        cfg,
-        hypermodel,
-        cfg.sweep.dir,
-        cfg.sweep.name,
-        sweep=sweep,
-        data=images,
-        previous=previous,
-        budget=budget,
-    )
+        # The chief: it serves the oracle, its workers train and record the trials; the
+        # sweep ends as a local one does, from what they recorded.
+        tuner = session.tuner()
+        results = chief.search(cfg, sweep, tuner, ctx.server, budget, previous)
+        return _finish(cfg, tuner, sweep, session, results, None, _budget_ended(cfg, budget))
+    tuner = session.tuner(sweep, previous, budget)
     stopped = None
     try:
-        tuner.search(images, verbose=0)
+        tuner.search(session.images, verbose=0)
     except RuntimeError as err:
         # keras-tuner's stop after max_consecutive_failed_trials failures in a row.
         if "consecutive failures" not in str(err):
             raise
         stopped = f"stopped after {cfg.tuner.max_consecutive_failures} failed trials in a row"
-    return _finish(cfg, tuner, sweep, images, tuner.results, stopped, _budget_ended(cfg, budget))
+    return _finish(cfg, tuner, sweep, session, tuner.results, stopped, _budget_ended(cfg, budget))
 
 
-def _budget_ended(cfg: Config, budget) -> str | None:
+def _budget_ended(cfg: Config, budget: Budget | None) -> str | None:
     if budget is None or not budget.ended:
         return None
-    from happysad.search.budget import describe
-
     return (
         f"the time budget ({cfg.tuner.time_budget}) ended the search after "
         f"{describe(budget.used())} of trials"
     )
 
 
-def _search_distributed(
-    cfg: Config, images, sweep, hypermodel, server, budget, previous: list
-) -> SweepResult:
-    """The chief of a distributed sweep: it serves the oracle, its workers train and
-    record the trials; the sweep ends as a local one does, from what they recorded."""
-    from happysad.search import tuning
-    from happysad.search.distribute import chief as distributed
-
-    tuner = tuning.make_tuner(cfg, hypermodel, cfg.sweep.dir, cfg.sweep.name)
-    results = distributed.search(cfg, sweep, tuner, server, budget, previous)
-    return _finish(cfg, tuner, sweep, images, results, None, _budget_ended(cfg, budget))
-
-
 def _finish(
-    cfg: Config, tuner, sweep, images, results: list, stopped: str | None, budget_ended
+    cfg: Config,
+    tuner,
+    sweep: SweepRun,
+    session,
+    results: list[TrialRecord],
+    stopped: str | None,
+    budget_ended: str | None,
 ) -> SweepResult:
     """The report on the sweep's run: the best trial, and its model on the test split."""
-    from happysad.results import report
-    from happysad.tracking import names
-
+    images = session.images
     maximize = tuner.oracle.objective.direction == "max"
     best = best_by(results, maximize)
     result = SweepResult(
@@ -325,11 +320,9 @@ def _finish(
     return result
 
 
-def _best_model_probabilities(tuner, store, best: TrialRecord, images):
+def _best_model_probabilities(tuner, store: Store, best: TrialRecord, images):
     """P(happy) on the test split from the best model: the one logged to MLflow when
     there is one (so the artifact itself is checked), else keras-tuner's checkpoint."""
-    from happysad.serving.pyfunc import probabilities
-
     if best.model_uri:
         model = store.load_keras(best.model_uri)
     else:
@@ -358,16 +351,12 @@ def main(cfg: DictConfig) -> None:
     tags = {}
     if hydra_cfg.mode == RunMode.MULTIRUN:
         # The jobs of one `-m` run share its folder: its name identifies the multirun.
-        from happysad.tracking import names
-
         tags = {
             names.MULTIRUN: Path(hydra_cfg.sweep.dir).name,
             names.MULTIRUN_JOB: str(hydra_cfg.job.num),
         }
     # A kill from a job scheduler, or a closed terminal, ends the sweep as cleanly as
     # Ctrl-C does: the trial's process is stopped and the runs are marked KILLED.
-    from happysad.search.startup import signals_stop
-
     try:
         with signals_stop():
             run_sweep(cfg, overrides=list(hydra_cfg.overrides.task), tags=tags)

@@ -15,6 +15,9 @@ import subprocess
 import sys
 
 from happysad.errors import HappysadError, StoreError
+from happysad.processes import signals_stop, stop_group
+from happysad.tracking.server import mlflow_command
+from happysad.tracking.store import Store, add_store_option, is_server
 
 
 def latest_sweep_page(store, base: str) -> str:
@@ -31,7 +34,6 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m happysad.ui", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--port", type=int, default=5000, help="port on 127.0.0.1 (default 5000)")
-    from happysad.tracking.store import Store, add_store_option, is_server
 
     add_store_option(parser)
     args = parser.parse_args(argv)
@@ -53,8 +55,6 @@ def main(argv: list[str] | None = None) -> int:
     except HappysadError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    from happysad.search.startup import signals_stop
-    from happysad.tracking.server import mlflow_command, stop_group
 
     command = mlflow_command("ui", uri, "127.0.0.1", args.port)
     print(f"MLflow UI on {uri}\nthe latest sweep: {page}\n(Ctrl-C stops it)", flush=True)

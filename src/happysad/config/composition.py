@@ -29,6 +29,7 @@ from happysad.config.schema import (
     RandomTunerConfig,
     SyntheticDataConfig,
 )
+from happysad.config.validation import validate
 from happysad.errors import ConfigError
 
 
@@ -120,8 +121,6 @@ def data_config(values: dict[str, Any]) -> DataConfig:
 def recorded_config(values: dict[str, Any]) -> Config:
     """A sweep's config as recorded with it (config/config.yaml), typed and checked
     again: what a distributed sweep's worker runs."""
-    from happysad.config.validation import validate
-
     tuner = _group_schemas("tuner").get(values.get("tuner", {}).get("name"))
     if tuner is None:
         raise ConfigError(f"tuner.name={values.get('tuner', {}).get('name')!r} is not known")
@@ -145,8 +144,6 @@ def compose(overrides: Sequence[str] = (), name: str = "config") -> DictConfig:
 
 def to_typed(cfg: DictConfig) -> Config:
     """The composed config as plain dataclasses, checked; raises ConfigError."""
-    from happysad.config.validation import validate
-
     typed = OmegaConf.to_object(cfg)
     validate(typed)
     return typed

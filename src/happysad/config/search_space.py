@@ -1,7 +1,7 @@
 """The search space: which config values a sweep searches, under which names, on which
 conditions, and how each is declared to keras-tuner.
 
-config.py types the spaces (a `value`, `choices`, or a range); this module decides what
+schema.py types the spaces (a `value`, `choices`, or a range); this module decides what
 of them a sweep searches (`searchable`, printed, logged as `search_space.json` and
 fingerprinted for resume) and declares exactly those to keras-tuner (`draw`), so the
 two can never disagree. The hypermodel only builds layers from the values drawn here.

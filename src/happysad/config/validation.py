@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from happysad.config import duration
 from happysad.config.schema import (
     HEARTBEAT,
     NO_BACKBONE,
@@ -22,6 +23,7 @@ from happysad.config.schema import (
     describe,
     space_values,
 )
+from happysad.config.search_space import searchable
 from happysad.errors import ConfigError
 
 
@@ -39,9 +41,7 @@ def validate(cfg: Config) -> None:
             f"tuner.max_consecutive_failures={tuner.max_consecutive_failures} at least 1"
         )
     if tuner.time_budget is not None:
-        from happysad.search import budget
-
-        budget.parse(tuner.time_budget)
+        duration.parse(tuner.time_budget)
     _check_distributed(cfg)
     if isinstance(tuner, HyperbandTunerConfig) and tuner.factor < 2:
         raise ConfigError(f"tuner.factor={tuner.factor} must be at least 2 for hyperband")
@@ -85,8 +85,6 @@ def _check_distributed(cfg: Config) -> None:
 def check_model_and_data(cfg: Any) -> dict[str, Any]:
     """The checks of the spaces, the model and the data, for any command that builds
     models from them (sweep, pretrain); returns the searched spaces by name."""
-    from happysad.config.search_space import searchable  # it builds on the types above
-
     # What is searched depends on these two: they must make sense first.
     _check_space("model.depth", cfg.model.depth)
     _check_space("model.dense_layers", cfg.model.dense_layers)

@@ -19,6 +19,7 @@ from typing import Any
 from happysad.config import search_space
 from happysad.errors import ConfigError
 from happysad.serving.images import Preprocessing
+from happysad.tracking.models import fetch_backbone
 
 log = logging.getLogger("happysad")
 
@@ -43,8 +44,6 @@ class Backbone:
 def prepare(cfg: Any, store: Any, images: Any, folder: Path) -> dict[str, Backbone]:
     """The backbones the sweep can draw, fetched and checked against the sweep's data
     `images`; raises ConfigError or StoreError before any training."""
-    from happysad.tracking.models import fetch_backbone
-
     out = {}
     frozen = max(search_space.space_values(cfg.model.frozen_blocks), default=0)
     for i, uri in enumerate(search_space.backbones(cfg)):

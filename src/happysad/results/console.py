@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from happysad.data.dataset import CLASS_NAMES
+
 log = logging.getLogger("happysad")
 
 SHOWN_METRICS = ("loss", "accuracy", "auc", "val_loss", "val_accuracy", "val_auc")
@@ -84,8 +86,6 @@ class Console:
 
 def data_summary(images) -> None:
     """The data a sweep trains on, what was skipped and why, the class weights."""
-    from happysad.data.dataset import CLASS_NAMES
-
     s = images.summary()
     p = images.preprocessing
     log.info(

@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-# Figures are made without pyplot: no global figure manager, no display needed, and
-# nothing to close; they are freed like any object.
-from matplotlib.figure import Figure
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 from happysad.config.schema import Objective
+
+
+def _figure(figsize: tuple[float, float]) -> Figure:
+    """A figure made without pyplot: no global figure manager, no display needed, and
+    nothing to close; it is freed like any object. (matplotlib is imported here, at the
+    first figure: half a second that a command's --help should not pay.)"""
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=figsize)
+
 
 TRAIN, VAL, BEST = "#1f77b4", "#ff7f0e", "#2ca02c"
 
@@ -20,7 +30,7 @@ def learning_curves(
 ) -> Figure:
     """Loss, accuracy and AUC per epoch, training against validation; the best epoch marked."""
     names = [n for n in ("loss", "accuracy", "auc") if n in history]
-    fig = Figure(figsize=(4.2 * len(names), 3.4))
+    fig = _figure(figsize=(4.2 * len(names), 3.4))
     axes = fig.subplots(1, len(names), squeeze=False)
     x = np.asarray(epochs) + 1
     best = _best_epoch(history.get(objective), objective)
@@ -47,7 +57,7 @@ def confusion_matrix(counts: np.ndarray, class_names: Sequence[str], title: str)
     Two classes get large numbers; more (a pretraining run's) a larger, denser grid."""
     n = len(class_names)
     many = n > 3
-    fig = Figure(figsize=(4.2, 3.8) if not many else (1.0 * n + 1.6, 0.9 * n + 1.4))
+    fig = _figure(figsize=(4.2, 3.8) if not many else (1.0 * n + 1.6, 0.9 * n + 1.4))
     ax = fig.subplots()
     rows = counts.sum(axis=1, keepdims=True)
     share = np.divide(counts, rows, out=np.zeros(counts.shape, float), where=rows > 0)
@@ -92,7 +102,7 @@ def _unit_square(fig: Figure, ax, xlabel: str, ylabel: str, title: str, legend: 
 
 
 def roc(fpr: np.ndarray, tpr: np.ndarray, auc: float, title: str) -> Figure:
-    fig = Figure(figsize=(4.2, 4.0))
+    fig = _figure(figsize=(4.2, 4.0))
     ax = fig.subplots()
     ax.plot(fpr, tpr, color=VAL, lw=2, label=f"AUC {auc:.3f}")
     ax.plot([0, 1], [0, 1], color="gray", ls=":", lw=1, label="chance")
@@ -110,7 +120,7 @@ def objective_per_trial(
     trials: Sequence[int], scores: Sequence[float | None], objective: str, maximize: bool
 ) -> Figure:
     """Each trial's objective, the best so far as a step line, failed trials as crosses."""
-    fig = Figure(figsize=(6.4, 3.8))
+    fig = _figure(figsize=(6.4, 3.8))
     ax = fig.subplots()
     x = np.asarray(trials)
     y = np.array([np.nan if s is None else s for s in scores], dtype=float)
@@ -154,7 +164,7 @@ def pr(
     recall: np.ndarray, precision: np.ndarray, average: float, base_rate: float, title: str
 ) -> Figure:
     """Precision against recall of "happy"; the dotted line is a coin weighted by the base rate."""
-    fig = Figure(figsize=(4.2, 4.0))
+    fig = _figure(figsize=(4.2, 4.0))
     ax = fig.subplots()
     ax.step(
         recall, precision, where="post", color=VAL, lw=2, label=f"average precision {average:.3f}"
@@ -193,7 +203,7 @@ def wrong_grid(
         r, c = divmod(i, columns)
         top, left = r * cell_h + caption, c * cell_w + pad
         mosaic[top : top + side, left : left + side] = gray[i]
-    fig = Figure(figsize=(1.6 * columns, 1.6 * rows * cell_h / cell_w + 0.4))
+    fig = _figure(figsize=(1.6 * columns, 1.6 * rows * cell_h / cell_w + 0.4))
     ax = fig.add_axes((0, 0, 1, 1 - 0.4 / fig.get_figheight()))
     ax.imshow(mosaic, cmap="gray", vmin=0, vmax=255, interpolation="nearest")
     ax.set_axis_off()
@@ -228,7 +238,7 @@ def parallel_coordinates(
     the best trial drawn thick. Each axis is scaled to its own range (log for learning
     rates and other ranges spanning a factor of 20 or more); choices are spread evenly."""
     names = sorted({k for v in values for k in v if len({str(x.get(k)) for x in values}) > 1})
-    fig = Figure(figsize=(max(6.4, 1.25 * (len(names) + 1)), 4.4))
+    fig = _figure(figsize=(max(6.4, 1.25 * (len(names) + 1)), 4.4))
     ax = fig.subplots()
     if not names or not scores:
         ax.text(
@@ -301,7 +311,7 @@ def matplotlib_colormap(name: str):
 
 def importance_bars(importance: dict[str, float], objective: str, trials: int) -> Figure:
     names = list(importance)[:12][::-1]
-    fig = Figure(figsize=(6.4, 0.45 * max(len(names), 2) + 1.3))
+    fig = _figure(figsize=(6.4, 0.45 * max(len(names), 2) + 1.3))
     ax = fig.subplots()
     if names:
         ax.barh(names, [importance[n] for n in names], color=TRAIN)

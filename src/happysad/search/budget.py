@@ -12,36 +12,12 @@ stop their trials at the chief's deadline.
 
 from __future__ import annotations
 
-import re
 import statistics
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from happysad.errors import ConfigError
-
-_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-_PART = re.compile(r"(\d+(?:\.\d+)?)\s*([smhd])")
-
-
-def parse(text: str) -> float:
-    """'30m', '2h', '1h30m', '90s' -> seconds; a ConfigError for anything else."""
-    compact = str(text).strip().lower().replace(" ", "")
-    parts = _PART.findall(compact)
-    if not parts or "".join(n + u for n, u in parts) != compact:
-        raise ConfigError(
-            f"tuner.time_budget={text!r} is not a duration: write it like 30m, 2h, 1h30m or 90s"
-        )
-    seconds = sum(float(n) * _UNITS[u] for n, u in parts)
-    if seconds <= 0:
-        raise ConfigError(f"tuner.time_budget={text!r} must be above zero")
-    return seconds
-
-
-def describe(seconds: float) -> str:
-    minutes, s = divmod(round(seconds), 60)
-    h, m = divmod(minutes, 60)
-    return "".join(f"{v}{u}" for v, u in ((h, "h"), (m, "m"), (s, "s")) if v) or "0s"
+from happysad.config.duration import describe
 
 
 def wall_time(spans: Iterable[tuple[float, float]]) -> float:

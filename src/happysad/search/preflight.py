@@ -15,6 +15,7 @@ from typing import Any
 
 from happysad.errors import StoreError
 from happysad.model.architecture import largest_parameter_count
+from happysad.tracking.store import Store, check_reachable, local_artifact_root
 
 # keras-tuner 1.4.8 marks every trial invalid, silently, when tensorboard is missing.
 REQUIRED = {
@@ -43,8 +44,6 @@ def check_packages() -> None:
 def check_store(tracking_uri: str, artifact_dir: Path | None) -> None:
     """A local store's folder must be writable; a server must answer its health check."""
     if artifact_dir is None:
-        from happysad.tracking.store import check_reachable
-
         check_reachable(tracking_uri)
         return
     try:
@@ -82,3 +81,12 @@ def _existing_parent(folder: Path) -> Path:
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent
     return folder
+
+
+def open_store(configured_uri: str | None) -> Store:
+    """The store a command writes to, by the one rule every command follows, checked
+    before anything heavy runs: its folder writable, or its server answering."""
+    check_packages()
+    store = Store.resolve(configured_uri)
+    check_store(store.uri, local_artifact_root(store.uri))
+    return store

@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -38,21 +37,22 @@ def stderr_to(path: Path) -> Iterator[None]:
         os.close(saved)
 
 
-def start_tensorflow(log: Path, *, trial_server: bool, trains_here: bool = True) -> str:
-    """Import TensorFlow, start the trial processes' server (which keeps writing its
-    own start-up lines to `log`), and find the GPUs, with their messages in `log`.
+def start_tensorflow(
+    log: Path, *, trial_server: Callable[[], None] | None, trains_here: bool = True
+) -> str:
+    """Import TensorFlow, start the trial processes' server with `trial_server` (which
+    keeps writing its own start-up lines to `log`), and find the GPUs, with their
+    messages in `log`.
     The sweep's process keeps off the GPUs when trials train in processes of their own,
     and when it trains nothing (a distributed sweep's chief: its workers train).
     Returns the one line for the console."""
     with stderr_to(log):
         import tensorflow as tf
 
-        if trial_server:
-            from happysad.search import training
-
-            training.start()
+        if trial_server is not None:
+            trial_server()
         gpus = tf.config.list_physical_devices("GPU")
-        if trial_server or not trains_here:
+        if trial_server is not None or not trains_here:
             keep_off_gpus()
     if not gpus:
         return f"no GPU found: training runs on the CPU (TensorFlow's start-up messages: {log})"
@@ -61,7 +61,7 @@ def start_tensorflow(log: Path, *, trial_server: bool, trains_here: bool = True)
         "the workers"
         if not trains_here
         else "each trial's process"
-        if trial_server
+        if trial_server is not None
         else "the sweep's process"
     )
     return f"training on {len(gpus)} GPU{'s' if len(gpus) > 1 else ''} ({names}) in {where}"
@@ -76,50 +76,3 @@ def keep_off_gpus() -> None:
         tf.config.set_visible_devices([], "GPU")
     except RuntimeError:  # TensorFlow is already running here (an earlier sweep)
         pass
-
-
-@contextlib.contextmanager
-def signals_stop() -> Iterator[None]:
-    """SIGTERM and SIGHUP (a scheduler's or supervisor's kill, `kill`, a closed
-    terminal) end the command as Ctrl-C does: a KeyboardInterrupt, so what it started
-    is stopped and its runs are marked KILLED."""
-    previous = {s: signal.signal(s, _interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
-    try:
-        yield
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-
-
-def die_with_parent(signum: int = signal.SIGTERM) -> None:
-    """On Linux, have `signum` sent to this process when the process that started it
-    ends, however it ends (a hard kill too), so nothing it started is left running. Call
-    it first thing in the child (a trial's process); for a command, see with_parent."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(1, signum)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
-def with_parent(command: list[str]) -> list[str]:
-    """`command`, run so that it gets SIGTERM when the process that starts it ends (a
-    hard kill too): a Python shim sets that, then becomes the command. Safer than a
-    Popen preexec_fn, which may deadlock in a process with threads."""
-    if not sys.platform.startswith("linux"):
-        return command
-    shim = (
-        "import ctypes, os, signal, sys; "
-        "ctypes.CDLL(None).prctl(1, signal.SIGTERM); "
-        "os.getppid() == int(sys.argv[1]) or sys.exit(1); "
-        "os.execvp(sys.argv[2], sys.argv[2:])"
-    )
-    return [sys.executable, "-c", shim, str(os.getpid()), *command]
-
-
-def _interrupt(signum, frame) -> None:
-    raise KeyboardInterrupt

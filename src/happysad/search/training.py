@@ -32,14 +32,16 @@ from typing import Any
 import keras
 import keras_tuner
 import numpy as np
-from keras_tuner.src import utils as kt_utils
-from keras_tuner.src.engine import tuner_utils
 
 from happysad.config.schema import Config
-from happysad.data.dataset import ImageData
-from happysad.model.hypermodel import FaceHyperModel
-from happysad.search.startup import die_with_parent
+from happysad.data.dataset import CLASS_NAMES, ImageData
+from happysad.model.hypermodel import FaceHyperModel, portable, with_test_time_flip
+from happysad.processes import die_with_parent
+from happysad.search import kt_internals
+from happysad.search.budget import Budget
 from happysad.serving.pyfunc import probabilities
+from happysad.tracking.models import log_model
+from happysad.tracking.store import Store
 
 # What a trial's child process reports after each epoch: epoch, logs, seconds.
 EpochReport = Callable[[int, dict[str, float], float], None]
@@ -70,6 +72,72 @@ class TrialJob:
 
 
 @dataclass
+class Jobs:
+    """What every trial's job takes from the search, set once; `for_trial` adds what is
+    the trial's own. Assembled here, so that the tuner's hooks only say when a trial
+    runs and where keras-tuner keeps its files."""
+
+    cfg: Config
+    data: ImageData
+    objective: str
+    maximize: bool
+    backbones: dict = field(default_factory=dict)  # transfer.Backbone by URI
+    budget: Budget | None = None  # the sweep's time budget: trials stop at its deadline
+    tracking_uri: str | None = None  # the store the trials' models are logged to
+
+    def for_trial(
+        self,
+        trial_id: str,
+        hyperparameters: keras_tuner.HyperParameters,
+        *,
+        checkpoint: str,
+        build_config: str,
+        warm_start: str | None,
+        folder: Path,
+        run_id: str | None,
+    ) -> TrialJob:
+        cfg, values = self.cfg, hyperparameters.values
+        job = TrialJob(
+            cfg=cfg,
+            data=self.data,
+            hyperparameters=hyperparameters,
+            objective=self.objective,
+            maximize=self.maximize,
+            checkpoint=checkpoint,
+            build_config=build_config,
+            warm_start=warm_start,
+            # Hyperband's rounds set a trial's epochs and where it goes on from.
+            epochs=values.get("tuner/epochs", cfg.tuner.epochs),
+            initial_epoch=values.get("tuner/initial_epoch", 0),
+            log_path=str(folder / "process.log") if cfg.sweep.isolate_trials else None,
+            deadline=self.budget.deadline if self.budget else None,
+            backbones=self.backbones,
+        )
+        if cfg.mlflow.log_models and self.tracking_uri and run_id:
+            job.tracking_uri, job.run_id = self.tracking_uri, run_id
+            job.model_settings = {
+                "preprocessing": self.data.preprocessing.to_dict(),
+                "class_names": list(CLASS_NAMES),
+                "max_pixels": cfg.data.max_pixels,
+            }
+            job.model_metadata = model_metadata(cfg, self.data, trial_id)
+        return job
+
+
+def model_metadata(cfg: Config, data: ImageData, trial_id: str) -> dict[str, Any]:
+    """What a user of the model needs to feed it images as it was trained."""
+    return {
+        "preprocessing": data.preprocessing.to_dict(),
+        "class_names": list(CLASS_NAMES),
+        "positive_class": CLASS_NAMES[1],
+        "input": "uint8 pixels 0-255, shape (n, size, size, channels); the model rescales them",
+        "data_digest": data.digest,
+        "sweep": cfg.sweep.name,
+        "trial_id": trial_id,
+    }
+
+
+@dataclass
 class TrialOutcome:
     history: dict[str, list[float]]
     epochs: list[int]
@@ -87,7 +155,7 @@ class TrialOutcome:
         return history
 
 
-class TrialProcessFailed(keras_tuner.errors.FailedTrialError):
+class TrialProcessFailed(kt_internals.FailedTrialError):
     """The trial failed in its process; `details` has its traceback or error output."""
 
     def __init__(self, reason: str, details: str | None = None):
@@ -149,9 +217,9 @@ def train(job: TrialJob, report: EpochReport, fresh_process: bool = False) -> Tr
     model = hypermodel.build(hp)
     if job.warm_start:
         model.load_weights(job.warm_start)
-    kt_utils.save_json(job.build_config, model.get_build_config())
+    kt_internals.save_json(job.build_config, model.get_build_config())
     objective = keras_tuner.Objective(job.objective, "max" if job.maximize else "min")
-    callbacks = [_Reporter(report), tuner_utils.SaveBestEpoch(objective, job.checkpoint)]
+    callbacks = [_Reporter(report), kt_internals.SaveBestEpoch(objective, job.checkpoint)]
     deadline = Deadline(job.deadline) if job.deadline is not None else None
     if deadline is not None:
         callbacks.append(deadline)
@@ -164,8 +232,6 @@ def train(job: TrialJob, report: EpochReport, fresh_process: bool = False) -> Tr
         initial_epoch=job.initial_epoch,
     )
     if job.cfg.model.test_time_flip:  # after training: it changes predictions only
-        from happysad.model.hypermodel import with_test_time_flip
-
         model = with_test_time_flip(model)
     outcome = TrialOutcome(
         history={name: [float(v) for v in values] for name, values in fit.history.items()},
@@ -175,10 +241,6 @@ def train(job: TrialJob, report: EpochReport, fresh_process: bool = False) -> Tr
     )
     if job.run_id is not None:
         try:
-            from happysad.model.hypermodel import portable
-            from happysad.tracking.models import log_model
-            from happysad.tracking.store import Store
-
             portable(model)  # plain Keras classes only, so it loads anywhere
             outcome.model_uri = log_model(
                 Store(job.tracking_uri), job.run_id, model, job.model_settings, job.model_metadata
@@ -287,7 +349,7 @@ def _child(job: TrialJob, conn) -> None:
         outcome.peak_rss_mib = _peak_rss_mib()
         conn.send(("done", outcome))
     except BaseException as err:  # noqa: BLE001 - reported to the sweep, which records it
-        if isinstance(err, keras_tuner.errors.FailedTrialError):
+        if isinstance(err, kt_internals.FailedTrialError):
             reason = str(err)
         else:
             reason = f"{type(err).__name__}: {err}"

@@ -1,10 +1,11 @@
 """keras-tuner's search, with every trial recorded in MLflow and shown on the console.
 
 The tracking rides on keras-tuner's own lifecycle: a trial's MLflow run is opened
-in `on_trial_begin`; `run_trial` has the trial trained (in its own process, see
-training.py), logging one row of metrics per epoch as each ends; the run is closed
-in `on_trial_end` once the oracle has scored the trial, FINISHED with its plots
-and model, or FAILED with the reason keras-tuner would otherwise swallow.
+in `on_trial_begin`; `run_trial` has the trial trained (its job assembled by
+`training.Jobs`, run in its own process), logging one row of metrics per epoch as each
+ends; the run is closed in `on_trial_end` once the oracle has scored the trial,
+FINISHED with its plots and model, or FAILED with the reason keras-tuner would
+otherwise swallow. What keras-tuner does not offer publicly is kt_internals'.
 """
 
 from __future__ import annotations
@@ -12,30 +13,27 @@ from __future__ import annotations
 import contextlib
 import gc
 import logging
+import threading
 import time
 import traceback
 from collections import defaultdict
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import keras_tuner as kt
-from keras_tuner.engine import trial as trial_module
-from keras_tuner.src import config as kt_config
-from keras_tuner.src.distribute import utils as dist_utils
 
-from happysad.config.schema import SEED_LIMIT, Config, TunerName
-from happysad.data.dataset import CLASS_NAMES, ImageData
+from happysad.config.schema import HEARTBEAT, SEED_LIMIT, Config, TunerName
 from happysad.model.hypermodel import FaceHyperModel
 from happysad.results import plots, report
 from happysad.results.console import Console
-from happysad.search import training
+from happysad.search import kt_internals, training
 from happysad.search.budget import Budget
 from happysad.tracking import names
 from happysad.tracking.names import FAILED, FINISHED
 from happysad.tracking.runs import SweepRun
 from happysad.trials import TrialRecord, best_by
 
-COMPLETED = trial_module.TrialStatus.COMPLETED
 log = logging.getLogger("happysad")
 
 
@@ -90,19 +88,17 @@ def make_tuner(
     directory: str,
     project_name: str,
     sweep: SweepRun | None = None,
-    data: ImageData | None = None,
-    previous: list[dict[str, Any]] | None = None,
+    jobs: training.Jobs | None = None,
+    previous: list[TrialRecord] | None = None,
     budget: Budget | None = None,
 ) -> kt.Tuner:
-    """The configured keras-tuner tuner; with `sweep`, one that records in MLflow.
+    """The configured keras-tuner tuner; with `sweep` and `jobs`, one that trains its
+    trials as `jobs` says and records them in MLflow.
 
     With an existing project folder, keras-tuner reloads it and goes on where it
     stopped (an interrupted trial runs again); `previous` are the trials already
     recorded, for 'trial k of n' and the best so far."""
-    # keras-tuner prints every failed trial's traceback; it goes to the trial's
-    # MLflow run (failure.txt) instead, and the console shows the reason.
-    kt_config.DEBUG = False
-    base = BASE_TUNERS[cfg.tuner.name]
+    kt_internals.quiet()
     kwargs = {
         **tuner_kwargs(cfg),
         "directory": directory,
@@ -111,14 +107,13 @@ def make_tuner(
     }
     with hypermodel.discovering():  # keras-tuner builds models in its constructor
         if sweep is None:
-            tuner = base(hypermodel=hypermodel, **kwargs)
+            tuner = BASE_TUNERS[cfg.tuner.name](hypermodel=hypermodel, **kwargs)
         else:
-            tracked = type(f"Tracked{base.__name__}", (TrackedTunerMixin, base), {})
-            tuner = tracked(
+            tuner = TRACKED_TUNERS[cfg.tuner.name](
                 hypermodel=hypermodel,
                 sweep=sweep,
                 cfg=cfg,
-                data=data,
+                jobs=jobs,
                 previous=previous or [],
                 budget=budget,
                 **kwargs,
@@ -132,14 +127,10 @@ def make_tuner(
 def planned_trials(tuner: kt.Tuner, cfg: Config) -> int:
     """How many trials the search will run at most, for 'trial k of n'."""
     oracle = tuner.oracle
-    if dist_utils.has_chief_oracle() and cfg.tuner.name is not TunerName.grid:
+    if kt_internals.is_worker() and cfg.tuner.name is not TunerName.grid:
         return cfg.tuner.max_trials  # a worker's oracle is the chief's, over gRPC
     if cfg.tuner.name is TunerName.hyperband:
-        per_iteration = sum(
-            oracle._get_size(bracket, round_num)
-            for bracket in range(oracle._get_num_brackets())
-            for round_num in range(oracle._get_num_rounds(bracket))
-        )
+        per_iteration = kt_internals.hyperband_trials(oracle)
         return min(cfg.tuner.max_trials, per_iteration * cfg.tuner.iterations)
     if cfg.tuner.name is TunerName.grid:
         space = oracle.get_space()
@@ -186,7 +177,7 @@ class TrackedTunerMixin:
         *args,
         sweep: SweepRun,
         cfg: Config,
-        data: ImageData,
+        jobs: training.Jobs,
         previous: list,
         budget: Budget | None = None,
         **kwargs,
@@ -195,7 +186,8 @@ class TrackedTunerMixin:
         self.sweep = sweep
         self.budget = budget
         self.cfg = cfg
-        self.data = data
+        self.jobs = jobs
+        self.data = jobs.data
         self.console: Console | None = None
         self.results: list[TrialRecord] = list(previous)
         self._model = None
@@ -226,7 +218,7 @@ class TrackedTunerMixin:
             names.DATA_SEED: str(self.cfg.data.seed),
             names.DETERMINISTIC: str(self.cfg.deterministic),
         }
-        if dist_utils.has_chief_oracle():  # a distributed sweep's worker
+        if kt_internals.is_worker():  # a distributed sweep's worker
             tags[names.WORKER] = self.tuner_id
         backbone = self.hypermodel.backbones.get(values.get("model.backbone"))
         if backbone is not None:  # lineage: back to the pretraining run and its data
@@ -237,41 +229,21 @@ class TrackedTunerMixin:
             }
         self.sweep.start_trial(trial.trial_id, values, tags=tags)
 
-    def run_trial(self, trial, data: ImageData, **kwargs):
+    def run_trial(self, trial, *args, **kwargs):
         """Train the trial (in its own process unless sweep.isolate_trials=false);
         keras-tuner scores it from the returned history."""
         hp = trial.hyperparameters
-        trial_dir = Path(self.get_trial_dir(trial.trial_id)).resolve()
-        warm_start = None
-        if "tuner/trial_id" in hp.values:  # Hyperband goes on from an earlier trial's weights
-            warm_start = str(
-                Path(self._get_checkpoint_fname(hp.values["tuner/trial_id"])).resolve()
-            )
-        job = training.TrialJob(
-            cfg=self.cfg,
-            data=data,
-            hyperparameters=hp,
-            objective=self.oracle.objective.name,
-            maximize=self.oracle.objective.direction == "max",
-            checkpoint=str(Path(self._get_checkpoint_fname(trial.trial_id)).resolve()),
-            build_config=str(Path(self._get_build_config_fname(trial.trial_id)).resolve()),
-            warm_start=warm_start,
-            epochs=hp.values.get("tuner/epochs", self.cfg.tuner.epochs),
-            initial_epoch=hp.values.get("tuner/initial_epoch", 0),
-            log_path=str(trial_dir / "process.log") if self.cfg.sweep.isolate_trials else None,
-            deadline=self.budget.deadline if self.budget else None,
-            backbones=self.hypermodel.backbones,
+        earlier = hp.values.get("tuner/trial_id")  # Hyperband goes on from its weights
+        job = self.jobs.for_trial(
+            trial.trial_id,
+            hp,
+            checkpoint=kt_internals.checkpoint_path(self, trial.trial_id),
+            build_config=kt_internals.build_config_path(self, trial.trial_id),
+            warm_start=kt_internals.checkpoint_path(self, earlier) if earlier else None,
+            folder=Path(self.get_trial_dir(trial.trial_id)).resolve(),
+            run_id=self.sweep.trial_run_id,
         )
         self._planned_epochs = job.epochs
-        if self.cfg.mlflow.log_models:
-            job.tracking_uri = self.sweep.store.uri
-            job.run_id = self.sweep.trial_run_id
-            job.model_settings = {
-                "preprocessing": data.preprocessing.to_dict(),
-                "class_names": list(CLASS_NAMES),
-                "max_pixels": self.cfg.data.max_pixels,
-            }
-            job.model_metadata = model_metadata(self.cfg, data, trial.trial_id)
         try:
             with self._heartbeat(trial.trial_id):
                 self._outcome = training.run(job, self._epoch_done, self.cfg.sweep.isolate_trials)
@@ -289,10 +261,8 @@ class TrackedTunerMixin:
 
     def _heartbeat(self, trial_id: str):
         """A distributed sweep's worker tells its chief it is alive while it trains."""
-        if not dist_utils.has_chief_oracle():
+        if not kt_internals.is_worker():
             return contextlib.nullcontext()
-        from happysad.search.distribute.chief import heartbeat
-
         return heartbeat(self.oracle, trial_id)
 
     def _epoch_done(self, epoch: int, metrics: dict[str, float], seconds: float) -> None:
@@ -318,10 +288,10 @@ class TrackedTunerMixin:
             hyperparameters=active_values(trial.hyperparameters),
         )
         outcome = self._outcome
-        if trial.status == COMPLETED and outcome is not None and outcome.record_error:
+        if trial.status == kt_internals.COMPLETED and outcome is not None and outcome.record_error:
             result.reason = f"recording the trial failed: {outcome.record_error}"
             self.sweep.end_trial(FAILED, result.reason, outcome.record_details)
-        elif trial.status == COMPLETED and outcome is not None:
+        elif trial.status == kt_internals.COMPLETED and outcome is not None:
             try:
                 self._log_finished(trial, outcome)
                 result.model_uri = outcome.model_uri
@@ -352,7 +322,7 @@ class TrackedTunerMixin:
     def _check_budget(self) -> None:
         """End the search when a trial as long as the median one would not fit in the
         time budget left: keras-tuner's oracle then starts no new trial."""
-        if self.budget is None or dist_utils.has_chief_oracle():
+        if self.budget is None or kt_internals.is_worker():
             return  # a distributed sweep's chief decides (distributed.keep_to_budget)
         ended = self.budget.end_unless_room([r.seconds for r in self.results if r.seconds])
         if ended:
@@ -392,14 +362,49 @@ class TrackedTunerMixin:
         )
 
 
-def model_metadata(cfg: Config, data: ImageData, trial_id: str) -> dict[str, Any]:
-    """What a user of the model needs to feed it images as it was trained."""
-    return {
-        "preprocessing": data.preprocessing.to_dict(),
-        "class_names": list(CLASS_NAMES),
-        "positive_class": CLASS_NAMES[1],
-        "input": "uint8 pixels 0-255, shape (n, size, size, channels); the model rescales them",
-        "data_digest": data.digest,
-        "sweep": cfg.sweep.name,
-        "trial_id": trial_id,
-    }
+class TrackedRandomSearch(TrackedTunerMixin, kt.RandomSearch):
+    """Random search, every trial recorded."""
+
+
+class TrackedBayesianOptimization(TrackedTunerMixin, kt.BayesianOptimization):
+    """Bayesian optimisation, every trial recorded."""
+
+
+class TrackedHyperband(TrackedTunerMixin, kt.Hyperband):
+    """Hyperband, every trial recorded. The mixin's run_trial stands in for Hyperband's
+    own, taking the epochs and the weights to go on from out of `tuner/...` values."""
+
+
+class TrackedGridSearch(TrackedTunerMixin, kt.GridSearch):
+    """Grid search, every trial recorded."""
+
+
+TRACKED_TUNERS = {
+    TunerName.random: TrackedRandomSearch,
+    TunerName.bayesian: TrackedBayesianOptimization,
+    TunerName.hyperband: TrackedHyperband,
+    TunerName.grid: TrackedGridSearch,
+}
+
+
+@contextlib.contextmanager
+def heartbeat(oracle, trial_id: str) -> Iterator[None]:
+    """A worker's sign of life to the chief while it trains `trial_id`, every HEARTBEAT
+    seconds (keras-tuner's client says nothing between a trial's start and end): the
+    chief gives up on a worker it did not start only when it stops. A heartbeat that
+    fails is not an error here: the worker's next call to the chief says what is wrong."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(HEARTBEAT):
+            try:
+                oracle.get_trial(trial_id)
+            except Exception:  # noqa: BLE001, S112 - see above
+                continue
+
+    thread = threading.Thread(target=beat, name="happysad-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()

@@ -12,6 +12,6 @@
 Every call takes its store explicitly (a `Store`: URI and client); nothing depends
 on MLflow's global active run or tracking URI, so the same calls work from the
 sweep's process, a trial's process, a worker on another machine or a test.
-(The model's own serving code, `happysad/pyfunc.py`, travels inside saved models
+(The model's own serving code, `happysad/serving/`, travels inside saved models
 and is loaded by MLflow; it is the one other module that meets MLflow.)
 """

@@ -7,6 +7,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from happysad.tracking.store import Store
+
 
 class PrepareStore(Callback):
     """Create the MLflow store and experiment before a multirun's jobs start.
@@ -15,6 +17,5 @@ class PrepareStore(Callback):
     parallel by the joblib launcher would race to create it."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from happysad.tracking.store import Store
 
         Store.resolve(config.mlflow.tracking_uri).open_experiment(config.mlflow.experiment)

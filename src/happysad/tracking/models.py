@@ -24,6 +24,7 @@ from mlflow import pyfunc
 from mlflow.models import Model, ModelSignature
 from mlflow.types.schema import ColSpec, DataType, ParamSchema, ParamSpec, Schema
 
+from happysad.errors import StoreError
 from happysad.serving import pyfunc as pyfunc_module
 from happysad.serving.images import Preprocessing
 from happysad.tracking import names
@@ -157,8 +158,6 @@ def fetch_backbone(store: Store, uri: str, dest: Path) -> tuple[Path, dict[str, 
     A StoreError says what is wrong with the URI."""
     from mlflow.artifacts import download_artifacts
     from mlflow.exceptions import MlflowException
-
-    from happysad.errors import StoreError
 
     dest.mkdir(parents=True, exist_ok=True)
     try:

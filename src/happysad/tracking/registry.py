@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlflow.exceptions import MlflowException
-
 from happysad.tracking import names
 from happysad.tracking.store import Store
 
@@ -14,6 +12,8 @@ from happysad.tracking.store import Store
 def version_by_alias(store: Store, name: str, alias: str) -> Any | None:
     """The version of registered model `name` with `alias`; None when there is no such
     model or alias yet."""
+    from mlflow.exceptions import MlflowException
+
     try:
         return store.client.get_model_version_by_alias(name, alias)
     except MlflowException:
@@ -22,6 +22,8 @@ def version_by_alias(store: Store, name: str, alias: str) -> Any | None:
 
 def version_of_run(store: Store, name: str, run_id: str) -> str | None:
     """The version of `name` registered from the trial run `run_id`, if any."""
+    from mlflow.exceptions import MlflowException
+
     try:
         versions = store.client.search_model_versions(f"name = '{name}'")
     except MlflowException:

@@ -5,7 +5,7 @@ Every write names its run and goes through the sweep's `Store`: nothing relies o
 MLflow's active run, so a trial's run can be written from the sweep's process, the
 trial's own process or another machine alike. Runs are opened and closed where the
 sweep and its trials begin and end, so every run ends FINISHED, FAILED or KILLED
-with the reason on it.
+with the reason on it. MLflow is imported where it is first used, as in store.py.
 """
 
 from __future__ import annotations
@@ -20,11 +20,6 @@ import tempfile
 import time
 from pathlib import Path
 from typing import Any
-
-from mlflow.entities import DatasetInput, InputTag, Metric, Param, RunTag
-from mlflow.exceptions import MlflowException
-from mlflow.tracking.context.registry import resolve_tags
-from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
 from happysad.errors import StoreError
 from happysad.tracking import names
@@ -76,7 +71,7 @@ class SweepRun:
         self.store = store  # handed on to the trials' processes
         self.experiment_id = experiment_id
         self.sweep_name = sweep_name
-        # TensorFlow's start-up messages (startup.py), recorded when the sweep ends.
+        # TensorFlow's start-up messages (search/startup.py), recorded when the sweep ends.
         self.startup_log = startup_log
         self.run_id: str | None = None
         self.trial_run_id: str | None = None
@@ -131,6 +126,8 @@ class SweepRun:
     ) -> int:
         """Reopen the parent run of an interrupted or finished sweep; returns how many
         times it has been continued, this time included."""
+        from mlflow.exceptions import MlflowException
+
         try:
             run = self.client.get_run(run_id)
         except MlflowException as err:
@@ -292,12 +289,17 @@ class SweepRun:
 
 
 def create_run(store: Store, experiment_id: str, run_name: str, tags: dict[str, str]) -> str:
+    from mlflow.tracking.context.registry import resolve_tags
+
     # resolve_tags adds what MLflow's own start_run would (user, source).
     run = store.client.create_run(experiment_id, tags=resolve_tags(tags), run_name=run_name)
     return run.info.run_id
 
 
 def log_dataset(store: Store, run_id: str, dataset: Any) -> None:
+    from mlflow.entities import DatasetInput, InputTag
+    from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
     entity = DatasetInput(
         dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, "training")]
     )
@@ -305,12 +307,16 @@ def log_dataset(store: Store, run_id: str, dataset: Any) -> None:
 
 
 def log_params(store: Store, run_id: str, params: dict[str, Any]) -> None:
+    from mlflow.entities import Param
+
     store.client.log_batch(
         run_id, params=[Param(k, str(v)) for k, v in params.items()], synchronous=True
     )
 
 
 def log_metrics(store: Store, run_id: str, metrics: dict[str, float], step: int = 0) -> None:
+    from mlflow.entities import Metric
+
     now = int(time.time() * 1000)
     store.client.log_batch(
         run_id,
@@ -320,6 +326,8 @@ def log_metrics(store: Store, run_id: str, metrics: dict[str, float], step: int 
 
 
 def set_tags(store: Store, run_id: str, tags: dict[str, str]) -> None:
+    from mlflow.entities import RunTag
+
     store.client.log_batch(
         run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()], synchronous=True
     )

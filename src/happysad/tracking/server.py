@@ -10,9 +10,6 @@ one process that starts the server, before anything else opens it.
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,7 +22,7 @@ from pathlib import Path
 from typing import IO
 
 from happysad.errors import StoreError
-from happysad.search.startup import with_parent
+from happysad.processes import free_port, stop_group, with_parent
 from happysad.tracking.store import Store, local_artifact_root, sqlite_path
 
 
@@ -114,23 +111,14 @@ def mlflow_command(verb: str, uri: str, host: str, port: int, *options: str) -> 
     ]
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def stop_group(process: subprocess.Popen, grace: float = 10) -> None:
-    """SIGTERM to a process's whole group, then SIGKILL to what is left after `grace`."""
-    try:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        pass
-    except ProcessLookupError:
+@contextmanager
+def for_many_writers(uri: str, many: bool) -> Iterator[Server | None]:
+    """For `many` writers (a distributed sweep's workers) over a local SQLite store,
+    `mlflow server` over it, started now and stopped with the block: it stays the file
+    promote, compare and ui read. None otherwise: one writer writes the file itself, and
+    an http(s) store is used as it is."""
+    if not many or not sqlite_path(uri):
+        yield None
         return
-    try:
-        os.killpg(process.pid, signal.SIGKILL)  # workers that outlived their parent
-    except ProcessLookupError:
-        pass
-    process.wait()
+    with started(uri) as server:
+        yield server

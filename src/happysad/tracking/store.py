@@ -1,5 +1,8 @@
 """Which MLflow store a command uses, and reading from it.
 
+MLflow itself is imported at first use (about 2 s), so that the commands' `--help`
+and their configuration errors answer at once.
+
 Every command finds its store by one rule (`resolve_tracking_uri`) and works on it
 through a `Store`: its URI and a client bound to it. Nothing here reads or sets
 MLflow's global tracking URI or active run, so the same calls work from the sweep,
@@ -18,9 +21,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
 
 from happysad.config.schema import Objective
 from happysad.errors import StoreError
@@ -70,6 +70,12 @@ def local_artifact_root(uri: str) -> Path | None:
     return None if db is None else (db.parent / "artifacts").resolve()
 
 
+def quiet_run_links() -> None:
+    """MLflow's 'View run' links, printed on every run logged over HTTP, are left out
+    (a distributed sweep logs many): the sweep's summary says where its runs are."""
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
+
+
 def check_reachable(uri: str) -> None:
     """For commands that read a store: it must exist (SQLite) or answer (a server)."""
     db = sqlite_path(uri)
@@ -99,8 +105,10 @@ class Store:
         self.uri = uri
 
     @functools.cached_property
-    def client(self) -> MlflowClient:
-        # Made at first use: a client on a SQLite URI creates the database.
+    def client(self) -> Any:
+        """MLflow's client. Made at first use: a client on a SQLite URI creates the database."""
+        from mlflow.tracking import MlflowClient
+
         return MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
 
     @classmethod
@@ -154,6 +162,8 @@ class Store:
         """Create the store and the experiment if needed, in this process, before any
         training (a fresh SQLite store migrated by several processes at once fails);
         return the experiment's id."""
+        from mlflow.exceptions import MlflowException
+
         db = sqlite_path(self.uri)
         artifact_location = None
         if db is not None:
@@ -193,6 +203,8 @@ class Store:
 
     def run(self, run_id: str, what: str = "run") -> Any:
         """A run, or a StoreError naming `what` was asked for."""
+        from mlflow.exceptions import MlflowException
+
         try:
             return self.client.get_run(run_id)
         except MlflowException as err:
@@ -248,6 +260,7 @@ class Store:
     def load_pyfunc(self, model_uri: str) -> Any:
         """The model's python_function flavour, or a StoreError saying what to do."""
         import mlflow.pyfunc
+        from mlflow.exceptions import MlflowException
 
         try:
             with self.scoped():

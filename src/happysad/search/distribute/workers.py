@@ -1,0 +1,276 @@
+"""The workers a distributed sweep's chief starts and watches: worker processes on
+this machine (`distributed=local`), or Ray actors that each hold one (`distributed=ray`).
+A worker is `python -m happysad.worker` with its share of the CPU cores and GPUs; one
+that dies is started again under the same keras-tuner id, so the oracle hands it the
+trial it held."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from happysad.config.schema import Config
+from happysad.processes import stop_group, with_parent
+
+CORES_VARIABLE = "HAPPYSAD_CPU_CORES"  # the cores a worker keeps to (its affinity)
+
+
+@dataclass
+class Worker:
+    tuner_id: str
+    env: dict[str, str]
+    log_path: Path
+    handle: Any = None  # its process, or its Ray actor's task
+    restarts: int = 0
+    done: bool = False
+    gone: bool = False  # died more often than it may be started again
+    exit_codes: list[int] = field(default_factory=list)
+
+
+def worker_env(per_cpu: int) -> dict[str, str]:
+    """What a worker's process is given beside its command line: its thread counts, and
+    MLflow's client retrying for seconds rather than its default four minutes (a remote
+    server may rate-limit; the chief's own does not, and once it is gone, the chief
+    stopped, its workers give up in seconds). A user's own settings win."""
+    return {
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+        **{k: v for k, v in os.environ.items() if k.startswith(("MLFLOW_", "HAPPYSAD_"))},
+        "TF_NUM_INTRAOP_THREADS": str(per_cpu),
+        "TF_NUM_INTEROP_THREADS": str(min(2, per_cpu)),
+        "OMP_NUM_THREADS": str(per_cpu),
+    }
+
+
+class Workers:
+    """The workers the chief starts and watches; how they run is a subclass's."""
+
+    def __init__(self, cfg: Config, command: list[str], folder: Path):
+        self.command = command
+        self.max_restarts = cfg.distributed.restarts
+        self.workers: list[Worker] = []
+        self.share = ""
+
+    def start(self, worker: Worker) -> None:
+        raise NotImplementedError
+
+    def exit_code(self, worker: Worker) -> int | None:
+        """None while it runs; a negative code: killed by that signal."""
+        raise NotImplementedError
+
+    def ended(self, worker: Worker) -> None:
+        """Stop what a worker that ended left behind."""
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def start_all(self) -> None:
+        for worker in self.workers:
+            self.start(worker)
+
+    def check(self, sweep) -> list[str]:
+        """Look at every worker once: a finished one is done; one that died has what it
+        left stopped and its RUNNING trial run marked KILLED, and is started again while
+        it may be. Returns what happened, for the console."""
+        events = []
+        for w in self.workers:
+            if w.done or w.gone or w.handle is None:
+                continue
+            code = self.exit_code(w)
+            if code is None:
+                continue
+            w.exit_codes.append(code)
+            self.ended(w)
+            if code == 0:
+                w.done = True
+                continue
+            how = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
+            killed = sweep.close_interrupted_trials(
+                worker=w.tuner_id,
+                reason=f"interrupted: its worker {w.tuner_id} {how} during this trial",
+            )
+            lost = f" during trial-{', trial-'.join(killed)} (run marked KILLED)" if killed else ""
+            if w.restarts < self.max_restarts:
+                w.restarts += 1
+                self.start(w)
+                events.append(
+                    f"worker {w.tuner_id} {how}{lost}; started again "
+                    f"({w.restarts} of {self.max_restarts}), see {w.log_path}"
+                )
+            else:
+                w.gone = True
+                events.append(
+                    f"worker {w.tuner_id} {how}{lost}, and has been started again "
+                    f"{self.max_restarts} times: the sweep goes on without it, see {w.log_path}"
+                )
+        return events
+
+    @property
+    def running(self) -> list[Worker]:
+        return [w for w in self.workers if not (w.done or w.gone)]
+
+
+class LocalWorkers(Workers):
+    """`distributed.workers` worker processes on this machine, each in its own process
+    group with its share of the CPU cores (affinity and TensorFlow's thread counts)
+    and of the GPUs."""
+
+    def __init__(self, cfg: Config, command: list[str], folder: Path, gpus: int):
+        super().__init__(cfg, command, folder)
+        d = cfg.distributed
+        cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+        n = max(d.workers, 1)
+        per_cpu = d.cpus_per_worker or max(1, len(cores) // n)
+        per_gpu = d.gpus_per_worker if d.gpus_per_worker is not None else gpus // n
+        for k in range(d.workers):
+            mine = [cores[(k * per_cpu + i) % len(cores)] for i in range(per_cpu)] if cores else []
+            env = {
+                **os.environ,
+                **worker_env(per_cpu),
+                "CUDA_VISIBLE_DEVICES": ",".join(str(k * per_gpu + i) for i in range(per_gpu)),
+                CORES_VARIABLE: ",".join(map(str, mine)),
+            }
+            self.workers.append(Worker(f"tuner{k}", env, folder / f"tuner{k}.log"))
+        self.share = _share(per_cpu, per_gpu)
+
+    def start(self, worker: Worker) -> None:
+        worker.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(worker.log_path, "a") as out:
+            # A chief killed hard stops its workers too (with_parent); a worker's own
+            # process group takes its trial's processes with it (stop_group).
+            worker.handle = subprocess.Popen(
+                with_parent([*self.command, "--id", worker.tuner_id]),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=worker.env,
+                start_new_session=True,
+            )
+
+    def exit_code(self, worker: Worker) -> int | None:
+        return worker.handle.poll()
+
+    def ended(self, worker: Worker) -> None:
+        stop_group(worker.handle, grace=2)  # what it left running (its trial's process)
+
+    def stop(self) -> None:
+        for w in self.workers:
+            if w.handle is not None and w.handle.poll() is None:
+                stop_group(w.handle, grace=30)
+
+
+def _share(per_cpu: int, per_gpu: int) -> str:
+    return f"{per_cpu} CPU core{'s' if per_cpu > 1 else ''}" + (
+        f" and {per_gpu} GPU{'s' if per_gpu > 1 else ''}" if per_gpu else ""
+    )
+
+
+class WorkerActor:
+    """A Ray actor that holds one worker: the resources it reserved are the worker's,
+    and the worker's process ends with it (with_parent)."""
+
+    def ping(self) -> bool:
+        return True
+
+    def run(self, command: list[str], env: dict[str, str], log_path: str, cwd: str) -> int:
+        Path(log_path).parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "a") as out:
+            process = subprocess.Popen(
+                with_parent(command),
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                # Ray gives the actor its GPUs in CUDA_VISIBLE_DEVICES: the worker inherits it.
+                env={**os.environ, **env},
+                cwd=cwd if Path(cwd).is_dir() else None,
+                start_new_session=True,
+            )
+            return process.wait()
+
+
+def _wait_until_alive(actor, limit: float = 120) -> None:
+    """Until a restarting actor answers: a call made while Ray restarts it fails at once
+    (actor calls are not retried), and the worker would be lost. After `limit` seconds
+    the worker's own start fails, and says so."""
+    import ray
+
+    deadline = time.monotonic() + limit
+    while True:
+        try:
+            ray.get(actor.ping.remote(), timeout=10)
+            return
+        except (ray.exceptions.RayActorError, ray.exceptions.GetTimeoutError):
+            if time.monotonic() > deadline:
+                return
+            time.sleep(0.5)
+
+
+class RayWorkers(Workers):
+    """`distributed.workers` Ray actors, each reserving the CPUs and GPUs its worker
+    trains with, on the cluster at `distributed.address` (`auto`, `ray://...`), or on a
+    Ray started here and stopped with the sweep. An actor that dies is restarted by Ray
+    and its worker started again under the same id."""
+
+    def __init__(self, cfg: Config, command: list[str], folder: Path):
+        import ray
+
+        super().__init__(cfg, command, folder)
+        d = cfg.distributed
+        self._own_ray = not ray.is_initialized()
+        if self._own_ray:
+            ray.init(
+                address=d.address,
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
+                **({} if d.address else {"object_store_memory": 100 * 2**20}),
+            )
+        resources = ray.cluster_resources()
+        n = max(d.workers, 1)
+        per_cpu = d.cpus_per_worker or max(1, int(resources.get("CPU", 1)) // n)
+        gpus = int(resources.get("GPU", 0))
+        per_gpu = d.gpus_per_worker if d.gpus_per_worker is not None else gpus // n
+        actor = ray.remote(WorkerActor).options(
+            num_cpus=per_cpu, num_gpus=per_gpu, max_restarts=d.restarts
+        )
+        self.actors = {}
+        for k in range(d.workers):
+            tuner_id = f"tuner{k}"
+            self.actors[tuner_id] = actor.remote()
+            self.workers.append(Worker(tuner_id, worker_env(per_cpu), folder / f"{tuner_id}.log"))
+        self.share = _share(per_cpu, per_gpu) + " (Ray actors)"
+
+    def start(self, worker: Worker) -> None:
+        actor = self.actors[worker.tuner_id]
+        if worker.exit_codes:  # started again: its actor may still be restarting
+            _wait_until_alive(actor)
+        worker.handle = actor.run.remote(
+            [*self.command, "--id", worker.tuner_id],
+            worker.env,
+            str(worker.log_path.resolve()),
+            os.getcwd(),
+        )
+
+    def exit_code(self, worker: Worker) -> int | None:
+        import ray
+
+        ready, _ = ray.wait([worker.handle], timeout=0)
+        if not ready:
+            return None
+        try:
+            return ray.get(worker.handle)
+        except ray.exceptions.RayActorError:
+            return -signal.SIGKILL  # its actor died, and its worker with it
+        except ray.exceptions.RayError:
+            return 1
+
+    def stop(self) -> None:
+        import ray
+
+        for actor in self.actors.values():
+            ray.kill(actor, no_restart=True)  # its worker gets SIGTERM (with_parent)
+        if self._own_ray:
+            ray.shutdown()
