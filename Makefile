@@ -1,6 +1,8 @@
 # The two commands of the README:
 #   make sweep   set up (once) and run the main job on the embedded default data
-#   make test    set up (once) and run the test suite
+#   make test    set up (once) and run the test suite (what .ci/run calls)
+# And the loop for someone changing a module:
+#   make test-fast   the unit tier and the commands' quick checks, in about two minutes
 # Extra arguments for the sweep go in ARGS, e.g. make sweep ARGS="tuner=hyperband".
 
 PYTHON ?= python3
@@ -8,13 +10,18 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 
-.PHONY: sweep test install lint clean
+.PHONY: sweep test test-fast install lint clean
 
 sweep: $(VENV)/.installed
 	$(PY) -m happysad.sweep $(ARGS)
 
 test: $(VENV)/.installed
 	$(PY) -m pytest $(ARGS)
+
+# The unit tier (tests/unit: no training, no server, no subprocess) and the commands'
+# --help and bad-input checks; the slowest 15 listed.
+test-fast: $(VENV)/.installed
+	$(PY) -m pytest tests/unit tests/integration/test_commands.py --durations=15 $(ARGS)
 
 install: $(VENV)/.installed
 

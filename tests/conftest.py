@@ -1,25 +1,40 @@
-"""Shared fixtures: composed configs and throw-away MLflow stores, never the repo's."""
+"""Shared fixtures: composed configs and throw-away MLflow stores, never the repo's.
+
+The tests live in three tiers, by folder, each marked by its folder's conftest.py:
+`unit/` (no TensorFlow training, no server, no subprocess: `make test-fast`),
+`integration/` (real sweeps, pretraining, promote, predict, compare) and `system/`
+(distributed sweeps, Ray, PostgreSQL, the browser, signals). `make test` runs them all."""
 
 from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from happysad.config.composition import compose, register_configs, to_typed
+from happysad.processes import free_port  # noqa: F401 - the tests' helper too
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 register_configs()
 
 REPO = Path(__file__).resolve().parents[1]
 FER = REPO.parent / "shared" / "data" / "fer2013-happysad"
+
+
+def mark_tier(items: list[pytest.Item], conftest: str, tier: str) -> None:
+    """Mark with `tier` every collected test in the folder of `conftest` (each tier's
+    conftest.py calls it, so that no test of a folder can forget its mark)."""
+    folder = Path(conftest).resolve().parent
+    for item in items:
+        if folder in item.path.resolve().parents:
+            item.add_marker(getattr(pytest.mark, tier))
 
 
 def compose_config(overrides: list[str] | tuple[str, ...] = ()):
@@ -60,10 +75,59 @@ def tiny(tmp_path, image_cache, store_uri) -> list[str]:
     ]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+@dataclass
+class FinishedSweeps:
+    """A store with finished sweeps, shared by the tests that only read them."""
+
+    root: Path  # the sweeps ran here (their relative paths, the image cache, resolve here)
+    uri: str
+    results: dict  # sweep name -> SweepResult
+
+    @property
+    def latest(self):
+        return self.results["tiny"]
+
+
+@pytest.fixture(scope="session")
+def finished_sweeps(tmp_path_factory) -> FinishedSweeps:
+    """Three sweeps in one store, run once for the whole session: `good`, a small network
+    that learns the synthetic faces in a few seconds (test AUC about 0.74), `bad`, the
+    same at learning rate 0, which cannot learn, and `tiny`, the newest: two trials of
+    the tiny debug sweep. Promote, predict, serving, compare and the UI read them."""
+    from happysad.sweep import run_sweep
+
+    root = tmp_path_factory.mktemp("finished")
+    uri = f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"
+    store = [
+        f"data.cache_dir={root / 'cache'}",
+        f"mlflow.tracking_uri={uri}",
+        f"sweep.dir={root / 'sweeps'}",
+    ]
+    learns = [
+        *store,
+        "data.num_images=1200",
+        "experiment=seed_baseline",
+        "model.depth.value=2",
+        "model.filters=[{value:32},{value:64}]",
+        "tuner.epochs=6",
+    ]
+    cwd = os.getcwd()
+    os.chdir(root)
+    try:
+        results = {
+            "good": run_sweep(
+                compose([*learns, "sweep.name=good", "optimizer.learning_rate.value=0.002"])
+            ),
+            "bad": run_sweep(
+                compose([*learns, "sweep.name=bad", "optimizer.learning_rate.value=0.0"])
+            ),
+            "tiny": run_sweep(
+                compose([*store, "debug=tiny", "data.num_images=120", "sweep.name=tiny"])
+            ),
+        }
+    finally:
+        os.chdir(cwd)
+    return FinishedSweeps(root, uri, results)
 
 
 def wait_for_http(url: str, process, limit: float = 180) -> None:

@@ -54,7 +54,6 @@ def _config(tmp_path, store_uri, *extra):
     return OmegaConf.to_object(cfg)
 
 
-@pytest.mark.slow
 def test_a_backbone_is_pretrained_recorded_and_registered(tmp_path, store_uri):
     _folder(tmp_path / "faces")
     result = pretrain(_config(tmp_path, store_uri))
@@ -102,7 +101,6 @@ def test_a_folder_with_one_class_is_refused(tmp_path, store_uri):
         pretrain(_config(tmp_path, store_uri))
 
 
-@pytest.mark.slow
 def test_a_sweep_starts_from_a_pretrained_backbone(tmp_path, store_uri, tiny):
     """Trials on a backbone: its blocks, the first frozen, lineage tags on each run, and
     a logged model that loads with MLflow alone."""
@@ -164,7 +162,6 @@ def test_a_backbone_for_other_pixels_is_refused_before_training(tmp_path, store_
         run_sweep(compose_config([*tiny, "model.backbone.value=resnet50"]))
 
 
-@pytest.mark.slow
 def test_pretraining_holds_out_the_sweeps_validation_and_test_images(tmp_path, store_uri):
     """FER2013's seven-class folder holds every image of its happy/sad train/: a
     backbone pretrained on it has seen a sweep's validation images unless they are held

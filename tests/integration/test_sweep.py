@@ -17,8 +17,6 @@ from happysad.errors import DataError, SweepFailed
 from happysad.sweep import run_sweep
 from tests.conftest import compose_config
 
-pytestmark = pytest.mark.slow
-
 
 def _runs(uri):
     client = MlflowClient(uri)

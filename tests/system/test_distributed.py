@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from happysad.search.distribute.chief import HEARTBEAT
+from happysad.config.schema import HEARTBEAT
 from happysad.sweep import run_sweep
 from happysad.tracking.names import BUDGET
 from happysad.tracking.store import Store
@@ -274,7 +274,8 @@ def _join(chief: str, tracking_uri: str, timeout: float) -> subprocess.Completed
 
 
 def test_a_worker_that_cannot_reach_the_chief_says_so_within_its_timeout(store_uri):
-    from happysad.tracking.server import free_port, serving
+    from happysad.processes import free_port
+    from happysad.tracking.server import serving
 
     with serving(store_uri) as served:
         started = time.monotonic()
@@ -285,7 +286,7 @@ def test_a_worker_that_cannot_reach_the_chief_says_so_within_its_timeout(store_u
 
 
 def test_a_worker_that_cannot_reach_the_tracking_server_says_so():
-    from happysad.tracking.server import free_port
+    from happysad.processes import free_port
 
     address = f"http://127.0.0.1:{free_port()}"
     done = _join("127.0.0.1:1", address, 2)
@@ -304,7 +305,8 @@ def test_two_workers_record_into_an_authenticated_server_on_postgresql(
     import urllib.error
     import urllib.request
 
-    from happysad.tracking.server import free_port, mlflow_command, stop_group
+    from happysad.processes import free_port, stop_group
+    from happysad.tracking.server import mlflow_command
     from tests.conftest import wait_for_http
 
     password = secrets.token_urlsafe(16)

@@ -15,23 +15,21 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from happysad.sweep import run_sweep
 from tests.conftest import (
-    compose_config,
     descendants,
     free_port,
     wait_for_http,
     wait_until_gone,
 )
 
-pytestmark = pytest.mark.slow
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
-@pytest.fixture
-def server(tiny, store_uri):
-    """A tiny sweep, and an MLflow server over its store on a free loopback port."""
-    result = run_sweep(compose_config([*tiny, "sweep.name=seen-in-a-browser"]))
+@pytest.fixture(scope="module")
+def server(finished_sweeps):
+    """An MLflow server over the session's finished sweeps on a free loopback port, and
+    the newest sweep (`tiny`, two trials)."""
+    store_uri, result = finished_sweeps.uri, finished_sweeps.latest
     port = free_port()
     mlflow = Path(sys.executable).parent / "mlflow"
     process = subprocess.Popen(
@@ -88,12 +86,11 @@ def test_the_rest_api_shows_the_sweep_and_its_trials(server):
         assert run["info"]["status"] == "FINISHED"
 
 
-@pytest.mark.skipif(
-    CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)"
-)
 def test_the_runs_table_shows_the_sweep_and_its_trials_in_chromium(server, tmp_path_factory):
     from playwright.sync_api import sync_playwright
 
+    if CHROMIUM is None:
+        pytest.fail("Chromium is not installed: apt-get install chromium (.ci/run does)")
     base, result = server
     shots = tmp_path_factory.mktemp("screenshots")
     with sync_playwright() as p:
@@ -112,7 +109,7 @@ def test_the_runs_table_shows_the_sweep_and_its_trials_in_chromium(server, tmp_p
         try:
             page = browser.new_page(viewport={"width": 1600, "height": 1000})
             page.goto(f"{base}/#/experiments/{result.experiment_id}/runs")
-            sweep_cell = page.get_by_text("seen-in-a-browser", exact=True).first
+            sweep_cell = page.get_by_text("tiny", exact=True).first
             sweep_cell.wait_for(timeout=90_000)
             # Trials are nested under their sweep: open its row.
             row = page.locator("[role=row]", has=sweep_cell)
@@ -127,38 +124,8 @@ def test_the_runs_table_shows_the_sweep_and_its_trials_in_chromium(server, tmp_p
     assert shot.stat().st_size > 10_000
 
 
-def test_compare_prints_the_top_trials_and_sweeps_side_by_side(
-    tiny, store_uri, tmp_path, monkeypatch, capsys
-):
-    from happysad import compare
-
-    run_sweep(compose_config([*tiny, "sweep.name=left"]))
-    run_sweep(compose_config([*tiny, "sweep.name=right", "tuner.max_trials=1"]))
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", store_uri)
-    assert compare.main([]) == 0
-    latest = capsys.readouterr().out
-    assert latest.startswith(
-        "sweep 'right': 1 best of 1 finished trials; test split of the best: accuracy"
-    )
-    assert "trial-0" in latest and "model.depth" in latest
-    assert compare.main(["left", "right"]) == 0
-    both = capsys.readouterr().out.splitlines()
-    assert both[0].split() == ["left", "right"]
-    assert any(line.startswith("test_accuracy") for line in both)
-    assert compare.main(["nowhere"]) == 2
-    assert "no sweep named 'nowhere'" in capsys.readouterr().err
-    # One rule for the store in every command: the command line, else the variable.
-    monkeypatch.delenv("MLFLOW_TRACKING_URI")
-    (tmp_path / "elsewhere").mkdir()
-    monkeypatch.chdir(tmp_path / "elsewhere")
-    assert compare.main(["left"]) == 2  # no ./mlruns here
-    assert "no MLflow store at" in capsys.readouterr().err
-    assert compare.main(["left", "--tracking-uri", store_uri]) == 0
-    assert f"MLflow store: {store_uri}" in capsys.readouterr().err
-
-
-def test_ui_starts_the_mlflow_ui_and_names_the_latest_sweep(tiny, store_uri, tmp_path):
-    result = run_sweep(compose_config([*tiny, "sweep.name=latest", "tuner.max_trials=1"]))
+def test_ui_starts_the_mlflow_ui_and_names_the_latest_sweep(finished_sweeps, tmp_path):
+    store_uri, result = finished_sweeps.uri, finished_sweeps.latest
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "happysad.ui", "--port", str(port)],

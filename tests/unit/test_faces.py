@@ -14,47 +14,7 @@ from PIL import Image
 
 from happysad.serving.faces import find_faces
 from happysad.serving.images import Preprocessing
-from tests.conftest import REPO
-
-MUX = REPO.parent / "shared" / "data" / "muxspace-happysad"
-needs_mux = pytest.mark.skipif(
-    not MUX.is_dir(), reason=f"the shared muxspace photos are not at {MUX}"
-)
-
-
-def _background(size: tuple[int, int], seed: int) -> Image.Image:
-    """A face-free picture: smooth noise over a gradient, in colour."""
-    rng = np.random.default_rng(seed)
-    coarse = rng.integers(40, 220, (size[1] // 40 + 2, size[0] // 40 + 2, 3), dtype=np.uint8)
-    image = Image.fromarray(coarse, "RGB").resize(size, Image.BICUBIC)
-    ramp = np.linspace(0, 40, size[0], dtype=np.float32)[None, :, None]
-    return Image.fromarray(np.clip(np.asarray(image) + ramp, 0, 255).astype(np.uint8))
-
-
-def _face(name: str, side: int) -> Image.Image:
-    """A real face photo (the face fills it), scaled to `side`."""
-    return Image.open(MUX / name).convert("RGB").resize((side, side), Image.BICUBIC)
-
-
-FACES = [
-    "happy/Adolfo_Rodriguez_Saa_0001.jpg",
-    "happy/Al_Gore_0007.jpg",
-    "sad/" + sorted(p.name for p in (MUX / "sad").glob("*.jpg"))[0] if MUX.is_dir() else "",
-]
-
-
-def _composite(places: list[tuple[int, int, int]], size=(900, 600), seed=0) -> Image.Image:
-    """Faces pasted at (x, y, side) into a face-free background."""
-    picture = _background(size, seed)
-    for (x, y, side), name in zip(places, FACES, strict=False):
-        picture.paste(_face(name, side), (x, y))
-    return picture
-
-
-def _png(image: Image.Image) -> bytes:
-    out = io.BytesIO()
-    image.save(out, format="PNG")
-    return out.getvalue()
+from tests.pictures import FACES, THREE, composite, face_photo, needs_mux, png_bytes
 
 
 def _near(face, place, tolerance=0.35) -> bool:
@@ -68,16 +28,13 @@ def _near(face, place, tolerance=0.35) -> bool:
     return centred and 0.4 * side < max(face.width, face.height) < 1.3 * side
 
 
-THREE = [(60, 80, 220), (420, 60, 150), (650, 330, 180)]
-
-
 @needs_mux
 @pytest.mark.parametrize("detector", ["mtcnn", "haar"])
 def test_the_detector_finds_the_faces_where_they_were_pasted(detector):
-    assert find_faces(_composite([]), detector) == []
-    (one,) = find_faces(_composite([(300, 150, 200)]), detector)
+    assert find_faces(composite([]), detector) == []
+    (one,) = find_faces(composite([(300, 150, 200)]), detector)
     assert _near(one, (300, 150, 200))
-    found = find_faces(_composite(THREE), detector)
+    found = find_faces(composite(THREE), detector)
     assert len(found) == 3, found
     assert all(any(_near(f, p) for f in found) for p in THREE)
     sides = [f.width * f.height for f in found]
@@ -109,9 +66,11 @@ def _classifier(faces="crops", image_size=48, color_mode="grayscale"):
 @needs_mux
 def test_every_face_of_a_picture_gets_a_row_with_its_box_and_label():
     classifier = _classifier()
-    pictures = [_composite(THREE), _composite([]), _composite([(300, 150, 200)])]
-    small = _face(FACES[0], 48)  # a face crop, too small for a detector: classified whole
-    rows = classifier.classify([*(_png(p) for p in pictures), _png(small), b"not an image"])
+    pictures = [composite(THREE), composite([]), composite([(300, 150, 200)])]
+    small = face_photo(FACES[0], 48)  # a face crop, too small for a detector: classified whole
+    rows = classifier.classify(
+        [*(png_bytes(p) for p in pictures), png_bytes(small), b"not an image"]
+    )
     by_input = {i: [r for r in rows if r["input"] == i] for i in range(5)}
     assert [r["face"] for r in by_input[0]] == [1, 2, 3]
     assert all(any(_near_row(r, p) for r in by_input[0]) for p in THREE)
@@ -142,16 +101,16 @@ def _near_row(row, place) -> bool:
 @needs_mux
 def test_largest_face_no_face_whole_and_too_small_faces():
     classifier = _classifier()
-    (largest,) = classifier.classify([_png(_composite(THREE))], faces="largest")
+    (largest,) = classifier.classify([png_bytes(composite(THREE))], faces="largest")
     assert largest["face"] == 1 and _near_row(largest, THREE[0])
-    (whole,) = classifier.classify([_png(_composite([]))], no_face="whole")
+    (whole,) = classifier.classify([png_bytes(composite([]))], no_face="whole")
     assert whole["face"] is None and (whole["width"], whole["height"]) == (900, 600)
     assert whole["label"] in ("happy", "sad") and whole["error"] is None
     # A 160x160 model needs faces of at least 80 pixels: a 40-pixel face says so.
     big = _classifier(image_size=160)
-    picture = _composite([(60, 80, 300)], size=(1400, 900))
-    picture.paste(_face(FACES[1], 60), (900, 500))
-    rows = big.classify([_png(picture)])
+    picture = composite([(60, 80, 300)], size=(1400, 900))
+    picture.paste(face_photo(FACES[1], 60), (900, 500))
+    rows = big.classify([png_bytes(picture)])
     assert rows[0]["label"] in ("happy", "sad")
     tiny = [r for r in rows if r["error"]]
     assert tiny and all(r["error"].startswith("face too small to classify") for r in tiny)
@@ -163,7 +122,7 @@ def test_largest_face_no_face_whole_and_too_small_faces():
 @needs_mux
 def test_a_model_of_whole_pictures_gets_them_whole_and_answers_strict_json():
     classifier = _classifier(faces="whole", color_mode="rgb")
-    frame = classifier.predict({"image": [_png(_composite(THREE)), b""]})
+    frame = classifier.predict({"image": [png_bytes(composite(THREE)), b""]})
     assert list(frame["face"]) == [None, None] and list(frame["input"]) == [0, 1]
     assert frame["label"][0] in ("happy", "sad") and frame["error"][1] == "empty file"
     # What MLflow's scoring server does with the frame: no NaN, a missing value is null.
@@ -183,7 +142,7 @@ def test_models_saved_before_faces_were_found_keep_their_preprocessing():
 def test_training_crops_a_photo_the_way_prediction_does(detector):
     """data.faces=detect crops a training photo's largest face with the same detector
     and box as prediction."""
-    picture = _composite([(300, 150, 200)])
+    picture = composite([(300, 150, 200)])
     prep = Preprocessing(image_size=48, faces="detect", face_detector=detector)
     (face,) = find_faces(picture, detector)
     np.testing.assert_array_equal(prep.apply(picture), prep.crop(picture, face))
@@ -224,9 +183,9 @@ def test_predict_finds_faces_annotates_and_writes_rows(
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store_uri)
     album = tmp_path / "album"
     album.mkdir()
-    _composite(THREE).convert("RGB").save(album / "three.jpg", quality=95)
-    _composite([]).save(album / "none.png")
-    _face(FACES[0], 48).convert("L").save(album / "crop.png")
+    composite(THREE).convert("RGB").save(album / "three.jpg", quality=95)
+    composite([]).save(album / "none.png")
+    face_photo(FACES[0], 48).convert("L").save(album / "crop.png")
     out = tmp_path / "rows.json"
     assert (
         main(
@@ -304,7 +263,7 @@ def test_a_huge_jpeg_is_decoded_small_and_its_boxes_are_in_its_own_pixels():
 
     classifier = _classifier()
     classifier.max_pixels = 300_000  # a 900x600 picture declares 540,000
-    picture = _composite([(300, 150, 200)])
+    picture = composite([(300, 150, 200)])
     jpeg = io.BytesIO()
     picture.save(jpeg, format="JPEG", quality=95)
     image, factor = open_picture(io.BytesIO(jpeg.getvalue()), classifier.max_pixels)
@@ -312,5 +271,5 @@ def test_a_huge_jpeg_is_decoded_small_and_its_boxes_are_in_its_own_pixels():
     (row,) = classifier.classify([jpeg.getvalue()])
     assert row["face"] == 1 and _near_row(row, (300, 150, 200)) and row["label"]
     # Other formats have no such decoder: refused, never decoded.
-    (png,) = classifier.classify([_png(picture)])
+    (png,) = classifier.classify([png_bytes(picture)])
     assert png["error"].startswith("too large: declares 900x600 pixels")

@@ -221,32 +221,6 @@ def test_every_kind_of_odd_file_is_handled_and_reported(tmp_path):
     assert rotated[:6].mean() < 60 and rotated[-6:].mean() > 190, "EXIF orientation applied"
 
 
-def test_a_sweep_runs_on_the_odd_folder_and_lists_what_it_skipped(tmp_path, store_uri):
-    from happysad.sweep import run_sweep
-    from tests.conftest import compose_config
-
-    folder = _odd_folder(tmp_path / "faces")
-    cfg = compose_config(
-        [
-            "data=folder",
-            f"data.path={folder}",
-            "data.image_size=16",
-            f"mlflow.tracking_uri={store_uri}",
-            f"sweep.dir={tmp_path / 'sweeps'}",
-            "tuner.max_trials=1",
-            "tuner.epochs=1",
-            "model.depth.value=1",
-            f"data.cache_dir={tmp_path / 'cache'}",
-        ]
-    )
-    result = run_sweep(cfg)
-    from happysad.tracking.store import Store
-
-    rows = Store(store_uri).read_text(result.parent_run_id, "data/skipped_files.csv").splitlines()
-    assert rows[0] == "path,reason" and len(rows) == 8
-    assert any("bomb.png" in r and "too large" in r for r in rows)
-
-
 def test_duplicates_across_given_splits_stay_in_test_only(tmp_path):
     root = tmp_path / "faces"
     _folder(root / "train", happy=12, sad=12)
@@ -329,28 +303,6 @@ def test_the_fer2013_csv_release(tmp_path):
     assert any(np.array_equal(first, x[..., 0]) for x in data.train.x)
     moved = load(Fer2013DataConfig(path=str(path), cache=False, public_test=PublicTest.test))
     assert len(moved.test) == 8
-
-
-@needs_fer
-@pytest.mark.slow
-def test_a_one_epoch_sweep_on_fer2013_photos(tmp_path, store_uri):
-    from happysad.sweep import run_sweep
-    from tests.conftest import compose_config
-
-    root = _fer_sample(tmp_path / "fer")
-    cfg = compose_config(
-        [
-            "data=fer2013",
-            f"data.path={root}",
-            f"data.cache_dir={tmp_path / 'cache'}",
-            f"mlflow.tracking_uri={store_uri}",
-            f"sweep.dir={tmp_path / 'sweeps'}",
-            "tuner.max_trials=1",
-            "tuner.epochs=1",
-        ]
-    )
-    result = run_sweep(cfg)
-    assert result.best is not None and "test_accuracy" in result.test_metrics
 
 
 @needs_fer

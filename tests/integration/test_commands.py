@@ -1,0 +1,48 @@
+"""The commands as a user types them: help and errors at once, without TensorFlow."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+
+def test_help_answers_without_importing_tensorflow():
+    code = (
+        "import sys, happysad.sweep; "
+        "print('tensorflow' in sys.modules, 'mlflow' in sys.modules, 'keras' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "False", "False"]
+    helped = subprocess.run(
+        [sys.executable, "-m", "happysad.sweep", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert helped.returncode == 0, helped.stderr
+    assert "tuner: bayesian, grid, hyperband, random\n" in helped.stdout
+    assert "experiment: fer2013, fer2013_cnn, fer2013_long, quick, seed_baseline\n" in helped.stdout
+    assert "schema" not in helped.stdout.split("== Config")[1].split("==")[0]
+
+
+COMMANDS = ["sweep", "worker", "pretrain", "promote", "predict", "compare", "ui"]
+HEAVY = ["tensorflow", "keras", "keras_tuner", "mlflow", "cv2", "mtcnn", "ray"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_answers_help_without_its_heavy_packages(command):
+    """Importing a command loads none of TensorFlow, keras-tuner, MLflow, OpenCV, MTCNN
+    or Ray: they load once a command has checked what it was asked."""
+    code = f"import sys, happysad.{command}; print([m for m in {HEAVY!r} if m in sys.modules])"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+    helped = subprocess.run(
+        [sys.executable, "-m", f"happysad.{command}", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert helped.returncode == 0, helped.stderr
+    assert f"happysad.{command}" in helped.stdout
