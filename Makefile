@@ -15,8 +15,9 @@ ARGS ?=
 sweep: $(VENV)/.installed
 	$(PY) -m happysad.sweep $(ARGS)
 
+# Two workers (pytest-xdist): the suite waits on processes and servers much of the time.
 test: $(VENV)/.installed
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest -n 2 --dist loadgroup $(ARGS)
 
 # The unit tier (tests/unit: no training, no server, no subprocess) and the commands'
 # --help and bad-input checks; the slowest 15 listed.

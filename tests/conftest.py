@@ -28,6 +28,17 @@ REPO = Path(__file__).resolve().parents[1]
 FER = REPO.parent / "shared" / "data" / "fer2013-happysad"
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Under pytest-xdist (`make test` runs two workers), the tests that read the
+    session's finished sweeps run on one worker, which makes them once; so do the tests
+    that start a Ray of their own."""
+    for item in items:
+        if "finished_sweeps" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("finished_sweeps"))
+        elif "ray" in item.name:
+            item.add_marker(pytest.mark.xdist_group("ray"))
+
+
 def mark_tier(items: list[pytest.Item], conftest: str, tier: str) -> None:
     """Mark with `tier` every collected test in the folder of `conftest` (each tier's
     conftest.py calls it, so that no test of a folder can forget its mark)."""
