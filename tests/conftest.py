@@ -39,6 +39,26 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.xdist_group("ray"))
 
 
+def sweep_runs(uri: str) -> tuple[list, list]:
+    """The parent runs and the nested (trial) runs of a store's `happysad` experiment."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("happysad")
+    runs = client.search_runs([experiment.experiment_id], max_results=1000)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    return parents, children
+
+
+def by_status(children) -> dict[str, list[str]]:
+    """Run names by status: {"FINISHED": ["trial-0", ...], ...}."""
+    out: dict[str, list[str]] = {}
+    for c in children:
+        out.setdefault(c.info.status, []).append(c.info.run_name)
+    return {k: sorted(v) for k, v in out.items()}
+
+
 def mark_tier(items: list[pytest.Item], conftest: str, tier: str) -> None:
     """Mark with `tier` every collected test in the folder of `conftest` (each tier's
     conftest.py calls it, so that no test of a folder can forget its mark)."""

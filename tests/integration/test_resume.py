@@ -12,37 +12,23 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from happysad.errors import ConfigError
 from happysad.sweep import run_sweep
 from tests.conftest import (
+    by_status,
     compose_config,
     sweep_command,
+    sweep_runs,
 )
-
-
-def _runs(uri):
-    client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name("happysad")
-    runs = client.search_runs([experiment.experiment_id], max_results=1000)
-    parents = [r for r in runs if MLFLOW_PARENT_RUN_ID not in r.data.tags]
-    children = [r for r in runs if MLFLOW_PARENT_RUN_ID in r.data.tags]
-    return parents, children
-
-
-def _by_status(children):
-    out: dict[str, list[str]] = {}
-    for c in children:
-        out.setdefault(c.info.status, []).append(c.info.run_name)
-    return {k: sorted(v) for k, v in out.items()}
 
 
 def test_the_same_command_continues_a_named_sweep_to_its_budget(tiny, store_uri):
     run_sweep(compose_config([*tiny, "sweep.name=grow"]))
     result = run_sweep(compose_config([*tiny, "sweep.name=grow", "tuner.max_trials=3"]))
-    (parent,), children = _runs(store_uri)
+    (parent,), children = sweep_runs(store_uri)
     assert parent.info.status == "FINISHED" and parent.data.tags["happysad.resumes"] == "1"
-    assert _by_status(children) == {"FINISHED": ["trial-0", "trial-1", "trial-2"]}
+    assert by_status(children) == {"FINISHED": ["trial-0", "trial-1", "trial-2"]}
     assert len(result.results) == 3 and result.best is not None
     # Nothing left to do: running it again adds no trial.
     run_sweep(compose_config([*tiny, "sweep.name=grow", "tuner.max_trials=3"]))
-    assert len(_runs(store_uri)[1]) == 3
+    assert len(sweep_runs(store_uri)[1]) == 3
 
 
 def test_a_changed_search_space_data_or_tuner_is_refused(tiny):
@@ -76,7 +62,7 @@ def test_restart_starts_the_sweep_afresh(tiny, store_uri):
             ]
         )
     )
-    parents, children = _runs(store_uri)
+    parents, children = sweep_runs(store_uri)
     assert len(parents) == 2 and len(children) == 2
 
 
@@ -99,7 +85,7 @@ def test_a_nan_trial_fails_with_its_reason_and_the_next_one_finishes(tiny, store
         ]
     )
     result = run_sweep(cfg)
-    _, children = _runs(store_uri)
+    _, children = sweep_runs(store_uri)
     failed = [c for c in children if c.info.status == "FAILED"]
     assert len(failed) == 1 and len(children) == 2
     assert failed[0].data.params["optimizer.learning_rate"] == "1000000000000.0"
@@ -122,7 +108,7 @@ def test_deterministic_sweeps_give_the_same_metrics(tmp_path, image_cache):
         done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     client = MlflowClient(uri)
-    _, children = _runs(uri)
+    _, children = sweep_runs(uri)
     history = {}
     for c in children:
         sweep = c.data.tags["happysad.sweep"]
@@ -163,7 +149,7 @@ def test_a_multirun_gives_one_sweep_per_job_in_one_store(tmp_path, image_cache, 
     cmd.insert(3, "-m")  # python -m happysad.sweep -m ...
     done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    parents, children = _runs(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    parents, children = sweep_runs(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
     assert len(parents) == 2 and len(children) == 2
     assert len({p.data.tags["happysad.multirun"] for p in parents}) == 1
     assert sorted(p.data.tags["happysad.multirun_job"] for p in parents) == ["0", "1"]

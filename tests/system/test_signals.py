@@ -8,32 +8,16 @@ import subprocess
 import time
 
 import pytest
-from mlflow.tracking import MlflowClient
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from tests.conftest import (
+    by_status,
     descendants,
     process_tree,
     start_command,
     sweep_command,
+    sweep_runs,
     wait_until_gone,
 )
-
-
-def _runs(uri):
-    client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name("happysad")
-    runs = client.search_runs([experiment.experiment_id], max_results=1000)
-    parents = [r for r in runs if MLFLOW_PARENT_RUN_ID not in r.data.tags]
-    children = [r for r in runs if MLFLOW_PARENT_RUN_ID in r.data.tags]
-    return parents, children
-
-
-def _by_status(children):
-    out: dict[str, list[str]] = {}
-    for c in children:
-        out.setdefault(c.info.status, []).append(c.info.run_name)
-    return {k: sorted(v) for k, v in out.items()}
 
 
 def _wait_for(process, text, limit=300):
@@ -76,15 +60,15 @@ def test_a_sweep_killed_in_a_trial_resumes_without_duplicates(tmp_path, image_ca
     process.send_signal(signal.SIGKILL)  # no chance to clean up: runs stay RUNNING
     process.wait(timeout=60)
     wait_until_gone(training)  # the trial's process does not train on for nobody
-    parents, children = _runs(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    parents, children = sweep_runs(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
     assert {r.info.status for r in parents + children} >= {"RUNNING"}
 
     done = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "marked KILLED the runs of trials interrupted earlier: trial-1" in done.stdout
-    (parent,), children = _runs(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    (parent,), children = sweep_runs(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
     assert parent.info.status == "FINISHED"
-    assert _by_status(children) == {
+    assert by_status(children) == {
         "FINISHED": ["trial-0", "trial-1", "trial-2"],
         "KILLED": ["trial-1"],
     }
@@ -99,8 +83,8 @@ def test_a_trial_whose_process_dies_fails_alone_and_the_search_goes_on(tmp_path,
     rest = process.communicate(timeout=300)[0]
     assert process.returncode == 0, rest
     assert "trial-0 done in" in rest and "FAILED: the trial's process was killed by SIGKILL" in rest
-    _, children = _runs(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
-    assert _by_status(children) == {"FAILED": ["trial-0"], "FINISHED": ["trial-1"]}
+    _, children = sweep_runs(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    assert by_status(children) == {"FAILED": ["trial-0"], "FINISHED": ["trial-1"]}
     (failed,) = [c for c in children if c.info.status == "FAILED"]
     assert "(the system may have run out of memory)" in failed.data.tags["happysad.failure"]
 
@@ -122,6 +106,6 @@ def test_ctrl_c_stops_cleanly_and_says_how_to_go_on(tmp_path, image_cache, signu
         "To go on where it stopped: python -m happysad.sweep" in rest
         and "sweep.name=sweep-" in rest
     )
-    parents, children = _runs(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
+    parents, children = sweep_runs(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
     assert [p.info.status for p in parents] == ["KILLED"]
     assert [c.info.status for c in children] == ["KILLED"]

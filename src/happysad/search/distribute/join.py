@@ -158,12 +158,3 @@ def _mark_killed(sweep, reason: str, limit: float = 10) -> None:
     writer = threading.Thread(target=sweep.end_trial, args=(names.KILLED, reason), daemon=True)
     writer.start()
     writer.join(limit)
-
-
-def _mark_killed(sweep, reason: str, limit: float = 10) -> None:
-    """The trial's run marked KILLED, if the tracking server answers soon: when the chief
-    is going down it is too, and MLflow's client would retry for minutes. A run left
-    RUNNING is marked KILLED by the chief when the sweep is continued."""
-    writer = threading.Thread(target=sweep.end_trial, args=(names.KILLED, reason), daemon=True)
-    writer.start()
-    writer.join(limit)
