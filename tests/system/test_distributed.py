@@ -108,9 +108,10 @@ def test_a_time_budget_stops_every_worker_at_the_chiefs_deadline(tiny, store_uri
     for trial in children:
         assert trial.info.status == "FINISHED"
         assert trial.data.tags[BUDGET].startswith("the time budget stopped it after")
-        # It stopped at the deadline: after its last whole epoch that fit, plus recording.
+        # It stopped at the deadline: after its last whole epoch that fit, plus recording
+        # (its plots and model: 31 s once on a 2-core machine at load 11).
         start, end = trial.info.start_time / 1000, trial.info.end_time / 1000
-        assert start < deadline and deadline - 10 < end < deadline + 30
+        assert start < deadline and deadline - 10 < end < deadline + 60
 
 
 def test_two_ray_actors_record_every_trial_under_one_sweep(tiny, store_uri, tmp_path):

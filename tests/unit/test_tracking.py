@@ -91,3 +91,44 @@ def test_runs_and_models_land_in_the_given_store_not_the_global_one(tmp_path, mo
     assert store.read_text(parent.info.run_id, "config/config.yaml") == "a: 1\n"
     assert store.load_keras(model_uri).output_shape == (None, 1)
     assert mlflow.get_tracking_uri() == decoy
+
+
+def _log_the_dataset_at_the_barrier(uri, experiment_id, barrier, results):
+    from happysad.tracking.runs import create_run, image_dataset, log_dataset
+
+    store = Store(uri)
+    run_id = create_run(store, experiment_id, "job", {})
+    dataset = image_dataset({"path": "/data/faces", "name": "faces", "digest": "d1"})
+    barrier.wait()
+    try:
+        log_dataset(store, run_id, dataset)
+        results.put("logged")
+    except Exception as err:  # the parent asserts on it
+        results.put(f"{type(err).__name__}: {err}"[:300])
+
+
+def test_two_processes_logging_one_new_dataset_at_once_both_record_it(tmp_path):
+    """A parallel multirun: two jobs' runs log the same new dataset into one experiment at
+    the same moment. MLflow inserts it twice and breaks its unique key unless we retry
+    (this broke the joblib multirun; without the retry it failed 6 times in 6 here)."""
+    import multiprocessing
+
+    store = Store(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment_id = store.open_experiment("race")
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(2), context.Queue()
+    jobs = [
+        context.Process(
+            target=_log_the_dataset_at_the_barrier,
+            args=(store.uri, experiment_id, barrier, results),
+        )
+        for _ in range(2)
+    ]
+    for job in jobs:
+        job.start()
+    outcomes = [results.get(timeout=120) for _ in jobs]
+    for job in jobs:
+        job.join(30)
+    assert outcomes == ["logged", "logged"]
+    runs = store.client.search_runs([experiment_id])
+    assert [len(run.inputs.dataset_inputs) for run in runs] == [1, 1]

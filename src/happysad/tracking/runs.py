@@ -298,12 +298,21 @@ def create_run(store: Store, experiment_id: str, run_name: str, tags: dict[str, 
 
 def log_dataset(store: Store, run_id: str, dataset: Any) -> None:
     from mlflow.entities import DatasetInput, InputTag
+    from mlflow.exceptions import MlflowException
     from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
     entity = DatasetInput(
         dataset._to_mlflow_entity(), tags=[InputTag(MLFLOW_DATASET_CONTEXT, "training")]
     )
-    store.client.log_inputs(run_id, datasets=[entity])
+    try:
+        store.client.log_inputs(run_id, datasets=[entity])
+    except MlflowException as err:
+        # MLflow looks the dataset up, then inserts it: two runs of one experiment that
+        # log the same new dataset at once (a parallel multirun) both insert, and the
+        # second breaks the unique key. Once the first has committed, linking finds it.
+        if "unique" not in str(err).lower():
+            raise
+        store.client.log_inputs(run_id, datasets=[entity])
 
 
 def log_params(store: Store, run_id: str, params: dict[str, Any]) -> None:
