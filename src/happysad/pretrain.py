@@ -26,7 +26,7 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 from happysad.config import duration, search_space  # noqa: E402
 from happysad.config.composition import config_dir, register_configs  # noqa: E402
 from happysad.config.schema import PretrainConfig  # noqa: E402
-from happysad.config.validation import check_model_and_data  # noqa: E402
+from happysad.config.validation import check_model_and_data, check_model_name  # noqa: E402
 from happysad.errors import ConfigError, HappysadError  # noqa: E402
 from happysad.processes import signals_stop  # noqa: E402
 from happysad.search import startup  # noqa: E402
@@ -48,6 +48,7 @@ def check(cfg: PretrainConfig) -> dict[str, Any]:
             f"{'is' if len(loose) == 1 else 'are'} searched: pin each with .value"
         )
     p = cfg.pretrain
+    check_model_name(p.model_name, "pretrain.model_name")
     if p.epochs < 1 or p.early_stopping_patience < 0:
         raise ConfigError(
             f"pretrain.epochs={p.epochs} must be at least 1 and "

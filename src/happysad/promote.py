@@ -29,8 +29,10 @@ from happysad.config.composition import (  # noqa: E402
     register_configs,
 )
 from happysad.config.schema import PromoteConfig  # noqa: E402
+from happysad.config.validation import check_model_name, check_sweep_name  # noqa: E402
 from happysad.data.dataset import load  # noqa: E402
 from happysad.errors import (  # noqa: E402
+    ConfigError,
     DataError,  # noqa: E402
     HappysadError,
     StoreError,
@@ -73,6 +75,9 @@ class Decision:
 
 def promote(cfg: PromoteConfig) -> Decision:
     """Evaluate, register and (maybe) promote; raises a HappysadError the user can act on."""
+    # Before the store is opened: a name MLflow cannot search for records nothing.
+    check_sweep_name(cfg.sweep.name)
+    check_model_name(cfg.promote.model_name, "promote.model_name")
     log.info(f"MLflow store: {resolve_tracking_uri(cfg.mlflow.tracking_uri)}")
     store = Store.existing(cfg.mlflow.tracking_uri)
     settings = cfg.promote
@@ -250,7 +255,7 @@ def main(cfg: DictConfig) -> None:
         promote(OmegaConf.to_object(cfg))
     except HappysadError as err:
         log.error(f"error: {err}")
-        sys.exit(1)
+        sys.exit(2 if isinstance(err, ConfigError) else 1)
 
 
 if __name__ == "__main__":
