@@ -1,6 +1,7 @@
 """A minimal reproduction of a segmentation fault in TensorFlow's CPU
 Conv2DBackpropFilter (oneDNN's jit 1x1 backward-weights kernel) for a 1x1 convolution
-with stride 2 on an input with fewer than 16 channels, with more than one thread.
+with stride 2 on an input with fewer than 16 channels, an odd batch (as a data set's
+last batch often is), with more than one thread.
 
 Run it by hand (it is not part of the test suite; it may crash the interpreter):
 
@@ -18,7 +19,9 @@ import os
 import sys
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-parser.add_argument("--batch", type=int, default=31, help="31: a partial last batch of 32")
+parser.add_argument(
+    "--batch", type=int, default=31, help="31: a last batch of 32 (odd sizes crash)"
+)
 parser.add_argument("--size", type=int, default=48, help="height and width of the input")
 parser.add_argument("--channels", type=int, default=1, help="input channels (crashes below 16)")
 parser.add_argument("--filters", type=int, default=32)

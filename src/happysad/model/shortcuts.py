@@ -5,10 +5,10 @@ It is written as two layers, a 1x1 average pooling with stride 2 (which only pic
 every other pixel) and a 1x1 convolution with stride 1, instead of one strided 1x1
 convolution, which computes the same: the strided form's gradient crashes TensorFlow
 with a segmentation fault on CPUs where oneDNN runs it (the jit 1x1 backward-weights
-kernel, inputs of fewer than 16 channels, more than one thread; upstream
-uxlfoundation/oneDNN#6035, experiments/onednn-crash/). Models and backbones saved
-with the strided form still load as they are; `unstrided` rewrites a backbone into
-this form before it is trained again.
+kernel, inputs of fewer than 16 channels, an odd batch such as a data set's last, more
+than one thread; upstream uxlfoundation/oneDNN#6035, experiments/onednn-crash/). Models
+and backbones saved with the strided form still load as they are; `unstrided` rewrites
+a backbone into this form before it is trained again.
 """
 
 from __future__ import annotations
