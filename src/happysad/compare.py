@@ -11,6 +11,7 @@ import argparse
 import sys
 from typing import Any
 
+from happysad.config.validation import check_sweep_name
 from happysad.errors import HappysadError, StoreError
 from happysad.tracking.names import DATA_DIGEST
 from happysad.tracking.store import Store, add_store_option, resolve_tracking_uri
@@ -97,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"MLflow store: {resolve_tracking_uri(args.tracking_uri)}", file=sys.stderr)
     try:
+        for name in args.sweeps:
+            check_sweep_name(name, "SWEEP")
         store = Store.existing(args.tracking_uri)
         experiment_id = store.experiment_id(args.experiment)
         if args.sweeps:

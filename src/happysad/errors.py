@@ -31,3 +31,8 @@ class SweepFailed(HappysadError, RuntimeError):
 
 class SweepInterrupted(HappysadError):
     """The user stopped the sweep (Ctrl-C, SIGTERM); the message says how to go on."""
+
+
+class TrainingDied(HappysadError, RuntimeError):
+    """A training process died by a signal (a crash in native code, a kill for memory);
+    the message says which, and where its log is."""

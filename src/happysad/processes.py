@@ -78,5 +78,37 @@ def stop_group(process: subprocess.Popen, grace: float = 10) -> None:
     process.wait()
 
 
+# Signals that mean the process crashed in native code rather than was stopped.
+_CRASHES = {"SIGSEGV", "SIGBUS", "SIGILL", "SIGFPE", "SIGABRT"}
+
+
+def how_it_ended(returncode: int | None) -> str:
+    """'died of SIGSEGV (Segmentation fault)' for a process a signal ended (a negative
+    return code), else 'ended with exit code N'."""
+    if returncode is None or returncode >= 0:
+        return f"ended with exit code {returncode}"
+    signum = -returncode
+    try:
+        name = signal.Signals(signum).name
+    except ValueError:
+        return f"died of signal {signum}"
+    return f"died of {name} ({signal.strsignal(signum)})"
+
+
+def died(what: str, returncode: int | None, log: str | os.PathLike | None) -> str:
+    """One sentence for a process that ended before its result: what died, how (the
+    signal by name), why that may be, and where its log is."""
+    how = how_it_ended(returncode)
+    name = how.split()[2] if how.startswith("died of SIG") else ""
+    if name in _CRASHES:
+        why = ": a crash inside TensorFlow or another native library, not a Python error"
+    elif name == "SIGKILL":
+        why = ": killed, most often by the system when memory ran out"
+    else:
+        why = ""
+    where = f"; its log: {log}" if log else "; it left no log"
+    return f"{what} {how}{why}{where}"
+
+
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,8 +30,10 @@ from happysad.config.composition import (  # noqa: E402
     register_configs,
 )
 from happysad.config.schema import PromoteConfig  # noqa: E402
+from happysad.config.validation import check_model_name, check_sweep_name  # noqa: E402
 from happysad.data.dataset import load  # noqa: E402
 from happysad.errors import (  # noqa: E402
+    ConfigError,
     DataError,  # noqa: E402
     HappysadError,
     StoreError,
@@ -73,46 +76,81 @@ class Decision:
 
 def promote(cfg: PromoteConfig) -> Decision:
     """Evaluate, register and (maybe) promote; raises a HappysadError the user can act on."""
+    # Before the store is opened: a name MLflow cannot search for records nothing.
+    check_sweep_name(cfg.sweep.name)
+    check_model_name(cfg.promote.model_name, "promote.model_name")
     log.info(f"MLflow store: {resolve_tracking_uri(cfg.mlflow.tracking_uri)}")
     store = Store.existing(cfg.mlflow.tracking_uri)
     settings = cfg.promote
     candidate, sweep_run = _candidate(store, cfg)
     test = _test_split(store, sweep_run)
     candidate.metrics = _evaluate(store, candidate.model_uri, test)
-    champion = _champion(store, settings.model_name)
-    if champion is not None:
-        if champion.data_digest != candidate.data_digest:
-            log.warning(
-                f"the champion (version {champion.version}) was trained on other data (digest "
-                f"{champion.data_digest}) than the candidate ({candidate.data_digest}): both are "
-                "compared on the candidate's test split"
-            )
-        champion.metrics = _evaluate(store, champion.model_uri, test)
-
     metric = settings.metric.value
-    if champion is None:
-        promoted, reason = True, "there is no champion yet"
-    elif champion.run_id == candidate.run_id:
-        promoted, reason = True, "the candidate already is the champion"
-    else:
-        ours, theirs = candidate.metrics[metric], champion.metrics[metric]
-        at_least = theirs + settings.margin
-        promoted = ours >= at_least
-        relation = ">=" if promoted else "<"
-        reason = f"test {metric} {ours:.4f} {relation} {theirs:.4f} (champion) + margin {settings.margin:g}"
-        if not promoted and settings.force:
-            promoted, reason = True, reason + "; moved anyway (promote.force=true)"
-
-    registered = False
-    if not settings.dry_run:
-        candidate.version, registered = _register(store, settings.model_name, candidate)
-        if promoted and (champion is None or champion.version != candidate.version):
-            registry.set_alias(store, settings.model_name, CHAMPION, candidate.version)
-            if champion is not None:
-                registry.set_alias(store, settings.model_name, PREVIOUS, champion.version)
+    # Read the champion, decide and write as one step: a lock for a local store; a
+    # tracking server takes none, so there the champion is checked again after the write.
+    with registry.gate(store) as locked:
+        champion = _champion(store, settings.model_name)
+        if champion is not None:
+            if champion.data_digest != candidate.data_digest:
+                log.warning(
+                    f"the champion (version {champion.version}) was trained on other data "
+                    f"(digest {champion.data_digest}) than the candidate "
+                    f"({candidate.data_digest}): both are compared on the candidate's test split"
+                )
+            champion.metrics = _evaluate(store, champion.model_uri, test)
+        promoted, reason = _decide(candidate, champion, settings)
+        registered = False
+        if not settings.dry_run:
+            candidate.version, registered = _register(store, settings.model_name, candidate)
+            if promoted and (champion is None or champion.version != candidate.version):
+                registry.set_alias(store, settings.model_name, CHAMPION, candidate.version)
+                if champion is not None:
+                    registry.set_alias(store, settings.model_name, PREVIOUS, champion.version)
+                if not locked and not settings.force:
+                    _check_again(store, settings.model_name, candidate, test, metric)
     decision = Decision(candidate, champion, promoted, reason, registered, settings.dry_run)
     _report(decision, settings.model_name, metric)
     return decision
+
+
+def _decide(candidate: Contender, champion: Contender | None, settings) -> tuple[bool, str]:
+    """Whether the candidate becomes champion, and why."""
+    metric = settings.metric.value
+    if champion is None:
+        return True, "there is no champion yet"
+    if champion.run_id == candidate.run_id:
+        return True, "the candidate already is the champion"
+    ours, theirs = candidate.metrics[metric], champion.metrics[metric]
+    promoted = ours >= theirs + settings.margin
+    relation = ">=" if promoted else "<"
+    reason = (
+        f"test {metric} {ours:.4f} {relation} {theirs:.4f} (champion) + margin {settings.margin:g}"
+    )
+    if not promoted and settings.force:
+        return True, reason + "; moved anyway (promote.force=true)"
+    return promoted, reason
+
+
+RECHECK_PAUSE = 2.0  # seconds: longer than another promote's two alias writes take
+
+
+def _check_again(store, name: str, candidate: Contender, test, metric: str) -> None:
+    """On a tracking server, where no lock is held: after a pause, if another promote
+    moved the champion since this one did, the better of the two on this candidate's
+    test split is champion (the last to write re-checks too, and keeps its own)."""
+    time.sleep(RECHECK_PAUSE)
+    now = _champion(store, name)
+    if now is None or now.version == candidate.version:
+        return
+    now.metrics = _evaluate(store, now.model_uri, test)
+    ours, theirs = candidate.metrics[metric], now.metrics[metric]
+    if ours > theirs:
+        registry.set_alias(store, name, CHAMPION, candidate.version)
+        registry.set_alias(store, name, PREVIOUS, now.version)
+        log.warning(
+            f"another promote made version {now.version} champion meanwhile (test {metric} "
+            f"{theirs:.4f}); version {candidate.version} ({ours:.4f}) is champion again"
+        )
 
 
 def _candidate(store, cfg: PromoteConfig) -> tuple[Contender, Any]:
@@ -250,7 +288,7 @@ def main(cfg: DictConfig) -> None:
         promote(OmegaConf.to_object(cfg))
     except HappysadError as err:
         log.error(f"error: {err}")
-        sys.exit(1)
+        sys.exit(2 if isinstance(err, ConfigError) else 1)
 
 
 if __name__ == "__main__":

@@ -251,3 +251,55 @@ def test_mlflow_serves_the_champion_over_http(store, tmp_path):
     finally:
         server.terminate()
         server.wait(timeout=30)
+
+
+def test_two_promotes_at_once_never_leave_the_worse_model_champion(store, monkeypatch):
+    """Two promote processes at once, a good and a bad model: each reads the champion,
+    decides and writes under the store's lock, so the second sees the first's champion.
+    The test holds the lock itself until both wait for it (both have evaluated their
+    candidate by then), then lets them race."""
+    import fcntl
+
+    from tests.conftest import start_command
+
+    root, uri = store
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    lock = open(Path(uri.removeprefix("sqlite:///")).with_suffix(".db.promote.lock"), "a")
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+        racers = {
+            sweep: start_command(
+                [
+                    sys.executable,
+                    "-m",
+                    "happysad.promote",
+                    f"sweep.name={sweep}",
+                    "promote.model_name=race",
+                    "promote.metric=auc",
+                ],
+                root,
+            )
+            for sweep in ("bad", "good")
+        }
+        said = {}
+        for sweep, process in racers.items():
+            said[sweep] = []
+            for line in process.stdout:
+                said[sweep].append(line)
+                if "waiting for another promote of this store to finish" in line:
+                    break
+            else:
+                pytest.fail(f"promote of {sweep} never waited:\n{''.join(said[sweep][-30:])}")
+        assert not MlflowClient(uri).search_registered_models("name = 'race'"), (
+            "nothing is registered while another promote holds the lock"
+        )
+    finally:
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        lock.close()
+    for sweep, process in racers.items():
+        out = process.communicate(timeout=300)[0]
+        assert process.returncode == 0, "".join(said[sweep]) + out
+    versions = MlflowClient(uri).search_model_versions("name = 'race'")
+    by_sweep = {v.tags["happysad.sweep"]: str(v.version) for v in versions}
+    assert sorted(by_sweep) == ["bad", "good"] and len(versions) == 2
+    assert _aliases(uri, "race")["champion"] == by_sweep["good"]

@@ -147,3 +147,21 @@ def test_the_standard_environment_variable_chooses_the_store(monkeypatch):
         typed_config(["mlflow.tracking_uri=http://server:5000"]).mlflow.tracking_uri
         == "http://server:5000"
     )
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["it's", 'say "cheese"', "a`b", "a\\b", "faces/v2", "a:b", "a@b", "a\nb", "", " a", ".."],
+)
+def test_a_model_name_mlflow_cannot_take_is_a_config_error(name):
+    from happysad.config.validation import check_model_name
+
+    with pytest.raises(ConfigError, match="^promote.model_name="):
+        check_model_name(name, "promote.model_name")
+
+
+def test_model_names_mlflow_takes_pass():
+    from happysad.config.validation import check_model_name
+
+    for name in ("happysad", "happysad-backbone", "faces v2.1_b"):
+        check_model_name(name, "promote.model_name")

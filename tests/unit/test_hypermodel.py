@@ -232,7 +232,7 @@ def test_the_modern_family_builds_what_was_drawn(seed):
     else:
         assert separable == 0
     shortcuts = depth if values["model.residual"] else 0
-    assert kinds.count("Add") == shortcuts
+    assert kinds.count("Add") == kinds.count("AveragePooling2D") == shortcuts
     assert kinds.count("Conv2D") == depth * convs - separable + shortcuts
     assert kinds.count("BatchNormalization") == depth * convs + shortcuts
     assert kinds.count("SpatialDropout2D") == (depth if values["model.block_dropout"] else 0)
@@ -331,3 +331,73 @@ def test_test_time_flip_averages_the_image_and_its_mirror_and_loads_as_plain_ker
     flipped.save(path)
     loaded = keras.models.load_model(path)  # safe mode: no custom or Lambda layer in it
     np.testing.assert_allclose(loaded.predict(x, verbose=0), flipped.predict(x, verbose=0))
+
+
+def _strided_shortcut_backbone(size: int, widths: tuple[int, ...]):
+    """A backbone of residual blocks as happysad built them before shortcuts.py: a
+    strided 1x1 convolution as each block's shortcut (what older backbones hold)."""
+    from keras import layers
+
+    pixels = keras.Input(shape=(size, size, 1), name="pixels")
+    x = pixels
+    for block, filters in enumerate(widths):
+        name = f"block{block}"
+        shortcut = x
+        x = layers.Conv2D(filters, 3, padding="same", activation="relu", name=f"{name}_conv0")(x)
+        x = layers.MaxPooling2D(padding="same", name=f"{name}_pool")(x)
+        shortcut = layers.Conv2D(
+            filters, 1, strides=2, padding="same", use_bias=False, name=f"{name}_shortcut"
+        )(shortcut)
+        x = layers.Add(name=f"{name}_add")([x, shortcut])
+    return keras.Model(pixels, x, name="backbone")
+
+
+@pytest.mark.parametrize("size", [12, 13])  # an odd side keeps its last row in both forms
+def test_the_subsampled_shortcut_computes_what_the_strided_one_did(size, tmp_path):
+    """The shortcut's safe form (1x1 average pooling with stride 2, then a stride-1 1x1
+    convolution) gives the strided 1x1 convolution's outputs with the same weights, in a
+    new model and in a backbone saved with the strided form, which loads and is rewritten.
+    No training: the strided form's gradient is what crashes (shortcuts.py)."""
+    import numpy as np
+
+    from happysad.model import shortcuts, transfer
+
+    old = _strided_shortcut_backbone(size, (4, 16))
+    x = np.random.default_rng(size).random((5, size, size, 1)).astype("float32")
+    expected = old.predict(x, verbose=0)
+
+    # The form a new model is built with, given the old model's weights layer by layer.
+    pixels = keras.Input(shape=(size, size, 1), name="pixels")
+    y = pixels
+    for block, filters in enumerate((4, 16)):
+        name = f"block{block}"
+        shortcut = y
+        y = keras.layers.Conv2D(
+            filters, 3, padding="same", activation="relu", name=f"{name}_conv0"
+        )(y)
+        y = keras.layers.MaxPooling2D(padding="same", name=f"{name}_pool")(y)
+        shortcut = shortcuts.subsampled(shortcut, filters, f"{name}_shortcut")
+        y = keras.layers.Add(name=f"{name}_add")([y, shortcut])
+    new = keras.Model(pixels, y)
+    for layer in old.layers:
+        new.get_layer(layer.name).set_weights(layer.get_weights())
+    np.testing.assert_allclose(new.predict(x, verbose=0), expected, rtol=0, atol=1e-6)
+
+    # A backbone saved with the strided form: loaded, frozen as asked, rewritten.
+    path = tmp_path / "backbone.keras"
+    old.save(path)
+    backbone = transfer.Backbone(
+        uri="models:/old/1",
+        path=str(path),
+        blocks=2,
+        run_id="",
+        data_digest="",
+        input_shape=(size, size, 1),
+    )
+    loaded = transfer.load(backbone, frozen_blocks=1)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), expected, rtol=0, atol=1e-6)
+    convs = {c.name: c for c in loaded.layers if type(c) is keras.layers.Conv2D}
+    assert all(tuple(conv.strides) == (1, 1) for conv in convs.values())
+    assert isinstance(loaded.get_layer("block0_shortcut_subsample"), keras.layers.AveragePooling2D)
+    assert not convs["block0_shortcut"].trainable and convs["block1_shortcut"].trainable
+    assert [w.shape for w in loaded.weights] == [w.shape for w in old.weights]

@@ -22,7 +22,7 @@ from happysad.tracking.names import BUDGET
 from tests.conftest import compose_config
 
 NAN = "the loss became nan at epoch 2, batch 1: optimizer.learning_rate=0.001 is likely too high"
-KILLED_BY_OOM = "the trial's process was killed by SIGKILL (the system may have run out of memory)"
+KILLED_BY_OOM = "trial-1's process died of SIGKILL (Killed): killed, most often by the system"
 
 
 @pytest.fixture

@@ -287,7 +287,7 @@ class ModelConfig:
     convs_per_block: IntSpace = _space(IntSpace)
     conv: ConvSpace = _space(ConvSpace)
     batch_norm: BoolSpace = _space(BoolSpace)
-    # A shortcut around each block (a strided 1x1 convolution), added to its output;
+    # A shortcut around each block (subsampled by 2, a 1x1 convolution), added to its output;
     # only with padding=same, where the shapes allow it.
     residual: BoolSpace = _space(BoolSpace)
     # Spatial dropout at the end of each block (whole feature maps dropped).

@@ -45,11 +45,7 @@ def validate(cfg: Config) -> None:
     _check_distributed(cfg)
     if isinstance(tuner, HyperbandTunerConfig) and tuner.factor < 2:
         raise ConfigError(f"tuner.factor={tuner.factor} must be at least 2 for hyperband")
-    if cfg.sweep.name is not None and not _is_safe_name(cfg.sweep.name):
-        raise ConfigError(
-            f"sweep.name={cfg.sweep.name!r} must be letters, digits, '.', '_' or '-' "
-            "(it names a folder and an MLflow run)"
-        )
+    check_sweep_name(cfg.sweep.name)
 
 
 def _check_distributed(cfg: Config) -> None:
@@ -164,6 +160,40 @@ BACKBONE_SCHEMES = ("models:/", "runs:/", "file:", "mlflow-artifacts:")
 
 def _is_safe_name(name: str) -> bool:
     return bool(name) and all(c.isalnum() or c in "._-" for c in name) and not name.startswith(".")
+
+
+def check_sweep_name(name: str | None, key: str = "sweep.name") -> None:
+    """A sweep's name names a folder, an MLflow run and the value of the searches that
+    find it: letters, digits, '.', '_' or '-' only (None: not named)."""
+    if name is not None and not _is_safe_name(name):
+        raise ConfigError(
+            f"{key}={name!r} must be letters, digits, '.', '_' or '-' "
+            "(it names a folder and an MLflow run)"
+        )
+
+
+# What a registered model's name cannot hold: a quote or backquote breaks MLflow's
+# search filters (a version already registered is then not found, and registered again),
+# '/' and ':' are refused by MLflow's registry, '@' would read as an alias in
+# models:/NAME@ALIAS, and a backslash is an escape in filter strings.
+_MODEL_NAME_FORBIDDEN = "'\"`\\/:@"
+
+
+def check_model_name(name: str, key: str) -> None:
+    """A registered model's name that MLflow's registry, its search filters and its
+    models:/ URIs all take as it is."""
+    bad = sorted({c for c in name if c in _MODEL_NAME_FORBIDDEN or not c.isprintable()})
+    if bad:
+        shown = " ".join(repr(c) for c in bad)
+        raise ConfigError(
+            f"{key}={name!r} holds {shown}, which MLflow's registry or its searches cannot "
+            "take: name the model with letters, digits, spaces, '.', '_' or '-'"
+        )
+    if not name.strip() or name != name.strip() or name.strip(".") == "":
+        raise ConfigError(
+            f"{key}={name!r} is not a model name MLflow keeps as it is (empty, only dots, or "
+            "spaces around it): name the model with letters, digits, spaces, '.', '_' or '-'"
+        )
 
 
 def _check_space(key: str, space: Any) -> None:

@@ -17,7 +17,7 @@ from keras import layers
 from happysad.config import search_space
 from happysad.config.schema import NO_BACKBONE, Config, Conv, Head, OptimizerName, Schedule
 from happysad.data.dataset import ImageData, to_dataset
-from happysad.model import architecture, transfer
+from happysad.model import architecture, shortcuts, transfer
 
 
 class StopOnNonFiniteLoss(keras.callbacks.Callback):
@@ -250,9 +250,9 @@ def _block(x, block: int, filters: int, drawn: search_space.Drawn, padding: str)
     # "same" pooling keeps an odd side's last row, as the strided shortcut does.
     x = layers.MaxPooling2D(padding="same" if drawn.residual else "valid", name=f"{name}_pool")(x)
     if drawn.residual:
-        shortcut = layers.Conv2D(
-            filters, 1, strides=2, padding="same", use_bias=False, name=f"{name}_shortcut"
-        )(shortcut)
+        # Subsampled, then a 1x1 convolution: a strided 1x1 convolution computes the
+        # same but crashes oneDNN's backward pass on few channels (shortcuts.py).
+        shortcut = shortcuts.subsampled(shortcut, filters, f"{name}_shortcut")
         if drawn.batch_norm:
             shortcut = layers.BatchNormalization(name=f"{name}_shortcut_bn")(shortcut)
         x = layers.Add(name=f"{name}_add")([x, shortcut])

@@ -18,6 +18,7 @@ from typing import Any
 
 from happysad.config import search_space
 from happysad.errors import ConfigError
+from happysad.model import shortcuts
 from happysad.serving.images import Preprocessing
 from happysad.tracking.models import fetch_backbone
 
@@ -110,7 +111,8 @@ def load(backbone: Backbone, frozen_blocks: int):
     (their batch normalisation then runs in inference mode too)."""
     import keras
 
-    model = keras.saving.load_model(backbone.path, compile=False)
+    # A backbone saved with strided shortcuts is trained in their safe form.
+    model = shortcuts.unstrided(keras.saving.load_model(backbone.path, compile=False))
     for layer in model.layers:
         match = _BLOCK.match(layer.name)
         if match and int(match.group(1)) < frozen_blocks:

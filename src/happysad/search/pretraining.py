@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, fields
 from datetime import datetime
 from pathlib import Path
@@ -57,11 +58,16 @@ class PretrainResult:
 
 
 def run(
-    cfg: PretrainConfig, space: dict[str, str], startup_log: Path, config_yaml: str = ""
+    cfg: PretrainConfig,
+    space: dict[str, str],
+    startup_log: Path,
+    config_yaml: str = "",
+    on_run: Callable[[str, str], None] | None = None,
 ) -> PretrainResult:
     """Train, record and register the backbone of a checked config (`space`: its
     pinned spaces as text); TensorFlow's start-up lines go to `startup_log`, recorded on
-    the run. Raises a HappysadError the user can act on."""
+    the run; `on_run(store_uri, run_id)` is told the run once it exists. Raises a
+    HappysadError the user can act on."""
     devices = startup.start_tensorflow(startup_log, trial_server=None)
     started = time.monotonic()
     images = data_module.load_classes(cfg.data)
@@ -96,6 +102,8 @@ def run(
             names.DATA_DIGEST: images.digest,
         },
     )
+    if on_run is not None:
+        on_run(store.uri, run_id)
     status, reason = names.FAILED, None
     try:
         log_params(
@@ -175,8 +183,10 @@ def run(
     finally:
         if reason:
             set_tags(store, run_id, {names.NOTE: reason})
-        if startup_log.is_file():
-            store.client.log_artifact(run_id, str(startup_log), "logs")
+        # The start-up log and what else its folder holds (the training's error output).
+        for file in sorted(startup_log.parent.iterdir()):
+            if file.is_file() and file.stat().st_size:
+                store.client.log_artifact(run_id, str(file), "logs")
         store.client.set_terminated(run_id, status)
     registered = f"models:/{cfg.pretrain.model_name}/{version}"
     return PretrainResult(

@@ -36,7 +36,7 @@ import numpy as np
 from happysad.config.schema import Config
 from happysad.data.dataset import CLASS_NAMES, ImageData
 from happysad.model.hypermodel import FaceHyperModel, portable, with_test_time_flip
-from happysad.processes import die_with_parent
+from happysad.processes import die_with_parent, died
 from happysad.search import kt_internals
 from happysad.search.budget import Budget
 from happysad.serving.pyfunc import probabilities
@@ -69,6 +69,7 @@ class TrialJob:
     log_path: str | None = None  # the child's error output
     deadline: float | None = None  # time.time() when the sweep's time budget runs out
     backbones: dict = field(default_factory=dict)  # transfer.Backbone by URI
+    trial_id: str = ""
 
 
 @dataclass
@@ -112,6 +113,7 @@ class Jobs:
             log_path=str(folder / "process.log") if cfg.sweep.isolate_trials else None,
             deadline=self.budget.deadline if self.budget else None,
             backbones=self.backbones,
+            trial_id=trial_id,
         )
         if cfg.mlflow.log_models and self.tracking_uri and run_id:
             job.tracking_uri, job.run_id = self.tracking_uri, run_id
@@ -291,7 +293,8 @@ def run(job: TrialJob, report: EpochReport, isolate: bool) -> TrialOutcome:
     if failure is not None:
         raise failure
     if outcome is None:
-        raise TrialProcessFailed(_death(process.exitcode), _tail(job.log_path))
+        what = f"trial-{job.trial_id}'s process" if job.trial_id else "the trial's process"
+        raise TrialProcessFailed(died(what, process.exitcode, job.log_path), _tail(job.log_path))
     return outcome
 
 
@@ -362,14 +365,6 @@ def _peak_rss_mib() -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def _death(exitcode: int | None) -> str:
-    if exitcode is not None and exitcode < 0:
-        name = signal.Signals(-exitcode).name
-        hint = " (the system may have run out of memory)" if -exitcode == signal.SIGKILL else ""
-        return f"the trial's process was killed by {name}{hint}"
-    return f"the trial's process ended with exit code {exitcode} before its result"
 
 
 def _tail(path: str | None) -> str | None:

@@ -3,10 +3,16 @@ and the aliases `champion` and `previous`."""
 
 from __future__ import annotations
 
+import contextlib
+import logging
+from collections.abc import Iterator
 from typing import Any
 
 from happysad.tracking import names
-from happysad.tracking.store import Store
+from happysad.tracking.store import Store, sqlite_path
+
+log = logging.getLogger("happysad")
+LOCK_SUFFIX = ".promote.lock"  # beside a local store's database: mlflow.db.promote.lock
 
 
 def version_by_alias(store: Store, name: str, alias: str) -> Any | None:
@@ -45,3 +51,30 @@ def register(store: Store, name: str, model_uri: str, tags: dict[str, str]) -> s
 
 def set_alias(store: Store, name: str, alias: str, version: str) -> None:
     store.client.set_registered_model_alias(name, alias, version)
+
+
+@contextlib.contextmanager
+def gate(store: Store) -> Iterator[bool]:
+    """One promotion at a time in a local SQLite store: a file lock beside its database,
+    held while a promote reads the champion, decides and moves the aliases, so that two
+    promotes at once cannot both decide against the same old champion. True when held;
+    False for a tracking server (or where there are no file locks), whose promotes
+    check again after they write (promote.py)."""
+    database = sqlite_path(store.uri)
+    try:
+        import fcntl
+    except ImportError:  # Windows: no flock
+        fcntl = None
+    if database is None or fcntl is None:
+        yield False
+        return
+    with open(f"{database}{LOCK_SUFFIX}", "a") as lock:  # "a": never truncates a file
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.info("waiting for another promote of this store to finish")
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield True
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)

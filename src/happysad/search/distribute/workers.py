@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from happysad.config.schema import Config
-from happysad.processes import stop_group, with_parent
+from happysad.processes import how_it_ended, stop_group, with_parent
 
 CORES_VARIABLE = "HAPPYSAD_CPU_CORES"  # the cores a worker keeps to (its affinity)
 
@@ -89,7 +89,7 @@ class Workers:
             if code == 0:
                 w.done = True
                 continue
-            how = f"killed by signal {-code}" if code < 0 else f"exited with code {code}"
+            how = how_it_ended(code)  # "died of SIGKILL (Killed)", "ended with exit code 1"
             killed = sweep.close_interrupted_trials(
                 worker=w.tuner_id,
                 reason=f"interrupted: its worker {w.tuner_id} {how} during this trial",
