@@ -42,7 +42,11 @@ from happysad.tracking import (
     registry,  # noqa: E402
 )
 from happysad.tracking.names import CHAMPION, PREVIOUS  # noqa: E402
-from happysad.tracking.store import Store, resolve_tracking_uri  # noqa: E402
+from happysad.tracking.store import (  # noqa: E402
+    Store,
+    resolve_tracking_uri,
+    without_credentials,
+)
 
 log = logging.getLogger("happysad")
 register_configs()
@@ -73,7 +77,7 @@ class Decision:
 
 def promote(cfg: PromoteConfig) -> Decision:
     """Evaluate, register and (maybe) promote; raises a HappysadError the user can act on."""
-    log.info(f"MLflow store: {resolve_tracking_uri(cfg.mlflow.tracking_uri)}")
+    log.info(f"MLflow store: {without_credentials(resolve_tracking_uri(cfg.mlflow.tracking_uri))}")
     store = Store.existing(cfg.mlflow.tracking_uri)
     settings = cfg.promote
     candidate, sweep_run = _candidate(store, cfg)

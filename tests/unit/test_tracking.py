@@ -11,7 +11,7 @@ import pytest
 
 from happysad.errors import StoreError
 from happysad.tracking import names
-from happysad.tracking.store import Store
+from happysad.tracking.store import Store, without_credentials
 
 
 def test_a_missing_local_store_is_reported_and_never_created(tmp_path):
@@ -91,3 +91,49 @@ def test_runs_and_models_land_in_the_given_store_not_the_global_one(tmp_path, mo
     assert store.read_text(parent.info.run_id, "config/config.yaml") == "a: 1\n"
     assert store.load_keras(model_uri).output_shape == (None, 1)
     assert mlflow.get_tracking_uri() == decoy
+
+
+@pytest.mark.parametrize(
+    ("given", "shown"),
+    [
+        ("http://alice:s3cret@host:5000", "http://host:5000"),
+        ("https://alice:p%40ss@host/mlflow/", "https://host/mlflow/"),
+        ("http://alice:p@ss@host:5000/x", "http://host:5000/x"),  # an unencoded @
+        ("http://token@host:5000", "http://host:5000"),  # a user only
+        ("http://host:5000", "http://host:5000"),
+        (
+            "postgresql+psycopg://bob:pw@db.lan:5432/mlflow",
+            "postgresql+psycopg://db.lan:5432/mlflow",
+        ),
+        ("postgresql://bob@db.lan/mlflow", "postgresql://db.lan/mlflow"),
+        ("sqlite:////home/a@b/mlruns/mlflow.db", "sqlite:////home/a@b/mlruns/mlflow.db"),
+        ("/data/me@work/mlruns", "/data/me@work/mlruns"),
+        ("file:///data/me@work/mlruns", "file:///data/me@work/mlruns"),
+        ("models:/happysad@champion", "models:/happysad@champion"),
+        (
+            "mlflow.tracking_uri=http://a:b@h:1 data.path=/x@y",
+            "mlflow.tracking_uri=http://h:1 data.path=/x@y",
+        ),
+        ("mlflow:\n  tracking_uri: http://a:b@h:1\n", "mlflow:\n  tracking_uri: http://h:1\n"),
+    ],
+)
+def test_a_uri_is_shown_without_its_user_information(given, shown):
+    assert without_credentials(given) == shown
+
+
+def test_a_servers_credentials_move_to_mlflows_variables(monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+    store = Store("http://alice:p%40ss@127.0.0.1:5000")
+    assert store.uri == store.connect_uri == "http://127.0.0.1:5000"
+    assert os.environ["MLFLOW_TRACKING_USERNAME"] == "alice"
+    assert os.environ["MLFLOW_TRACKING_PASSWORD"] == "p@ss"
+    assert "p@ss" not in repr(store) and "p%40ss" not in repr(store)
+
+
+def test_a_databases_credentials_stay_for_mlflow_only(monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+    store = Store("postgresql+psycopg2://bob:pw@127.0.0.1:5432/mlflow")
+    assert store.connect_uri == "postgresql+psycopg2://bob:pw@127.0.0.1:5432/mlflow"
+    assert store.uri == "postgresql+psycopg2://127.0.0.1:5432/mlflow"
+    assert "MLFLOW_TRACKING_USERNAME" not in os.environ

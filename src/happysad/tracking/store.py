@@ -4,7 +4,10 @@ MLflow itself is imported at first use (about 2 s), so that the commands' `--hel
 and their configuration errors answer at once.
 
 Every command finds its store by one rule (`resolve_tracking_uri`) and works on it
-through a `Store`: its URI and a client bound to it. Nothing here reads or sets
+through a `Store`: its URI and a client bound to it. A URI's user information
+(`user:password@`) is never shown: `without_credentials` takes it out of whatever is
+logged, printed, recorded or put on a command line, and a tracking server's user and
+password reach MLflow through its own environment variables. Nothing here reads or sets
 MLflow's global tracking URI or active run, so the same calls work from the sweep,
 a trial's process, another machine or a test. The one exception is contained in
 `Store.scoped`: MLflow's model logging and loading read the global URI, so it is
@@ -16,7 +19,9 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
 import tempfile
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,6 +47,40 @@ def resolve_tracking_uri(configured: str | None) -> str:
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
     return f"sqlite:///{(Path.cwd() / DEFAULT_STORE / 'mlflow.db').resolve()}"
+
+
+# scheme:// then user information (user:password@) up to the last @ of the authority:
+# an unencoded @ in a password ends up taken out too.
+USERINFO = re.compile(r"\b([A-Za-z][A-Za-z0-9+.\-]*://)[^\s/?#]*@")
+USERNAME_VARIABLE, PASSWORD_VARIABLE = "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"
+
+
+def without_credentials(text: str) -> str:
+    """`text` with the user information (`user:password@`, `user@`) taken out of every
+    URI in it: a URI, a command line, an override or a config as YAML, safe to log,
+    print, write to a file or put on a command line. Paths and URIs without user
+    information come back as they are."""
+    return USERINFO.sub(r"\1", text)
+
+
+def take_credentials(uri: str) -> str:
+    """The URI MLflow is given for `uri`. A tracking server's user and password
+    (http://user:password@host) move into MLflow's own environment variables,
+    MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, which every process started
+    from here inherits (never its command line), and leave the URI: MLflow's messages
+    quote the URI. A database's (postgresql://user:password@host/db) stay: SQLAlchemy
+    needs them in the URI, which therefore goes only to MLflow and to child processes'
+    environment."""
+    if not is_server(uri):
+        return uri
+    authority = urllib.parse.urlsplit(uri).netloc
+    if "@" not in authority:
+        return uri
+    user, colon, password = authority.rpartition("@")[0].partition(":")
+    os.environ[USERNAME_VARIABLE] = urllib.parse.unquote(user)
+    if colon:
+        os.environ[PASSWORD_VARIABLE] = urllib.parse.unquote(password)
+    return without_credentials(uri)
 
 
 def add_store_option(parser: Any) -> None:
@@ -99,17 +138,23 @@ def check_reachable(uri: str) -> None:
 
 
 class Store:
-    """One MLflow store: its URI, and a client bound to it for tracking and registry."""
+    """One MLflow store: its URI, and a client bound to it for tracking and registry.
+
+    `uri` is the store's address without credentials: what is shown and recorded.
+    `connect_uri` is what MLflow is given (take_credentials): it may carry a database's
+    password, so it goes only to MLflow and, through a pipe or the environment, to the
+    processes this one starts."""
 
     def __init__(self, uri: str):
-        self.uri = uri
+        self.connect_uri = take_credentials(uri)
+        self.uri = without_credentials(uri)
 
     @functools.cached_property
     def client(self) -> Any:
         """MLflow's client. Made at first use: a client on a SQLite URI creates the database."""
         from mlflow.tracking import MlflowClient
 
-        return MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+        return MlflowClient(tracking_uri=self.connect_uri, registry_uri=self.connect_uri)
 
     @classmethod
     def resolve(cls, configured: str | None) -> Store:
@@ -120,7 +165,7 @@ class Store:
     def existing(cls, configured: str | None) -> Store:
         """For commands that read: the store, which must exist or answer."""
         store = cls.resolve(configured)
-        check_reachable(store.uri)
+        check_reachable(store.connect_uri)
         return store
 
     def __repr__(self) -> str:
@@ -140,8 +185,8 @@ class Store:
         saved = (tracking_utils._tracking_uri, registry_utils._registry_uri)
         variables = {v: os.environ.get(v) for v in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
         experiment = fluent._active_experiment_id
-        tracking_utils.set_tracking_uri(self.uri)
-        registry_utils.set_registry_uri(self.uri)
+        tracking_utils.set_tracking_uri(self.connect_uri)
+        registry_utils.set_registry_uri(self.connect_uri)
         if experiment_id is not None:
             fluent._active_experiment_id = experiment_id
         try:
