@@ -36,3 +36,49 @@ def test_a_served_local_store_takes_writes_over_http_and_keeps_them(tmp_path):
     with pytest.raises(StoreError, match="not a local SQLite store"):
         with serving(address):
             pass
+
+
+def test_a_store_creation_killed_half_way_leaves_no_store_and_the_next_command_works(tmp_path):
+    """A first sweep killed (SIGKILL) in the middle of MLflow's real schema migrations,
+    held there by SQLAlchemy's hook: no store file is left for the next command to trip
+    on, only a hidden temporary file, removed once it is old."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    db = tmp_path / "mlruns" / "mlflow.db"
+    child = """if True:
+        import sys, time
+        from sqlalchemy import event
+        from sqlalchemy.engine import Engine
+        from happysad.tracking.store import Store
+
+        def hold(conn, cursor, statement, *args):
+            if "CREATE TABLE sql_trace_metric_daily_rollups" in statement:
+                print("half-way", flush=True)
+                time.sleep(600)
+
+        event.listen(Engine, "before_cursor_execute", hold)
+        Store(sys.argv[1]).open_experiment("happysad")
+    """
+    process = subprocess.Popen(
+        [sys.executable, "-c", child, f"sqlite:///{db}"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout.readline().strip() == "half-way"
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == -signal.SIGKILL
+    left = list(db.parent.iterdir())  # the temporary file, and SQLite's journal of it
+    assert left and all(p.name.startswith(".mlflow.db.") and ".creating" in p.name for p in left)
+
+    old = time.time() - 3600
+    for path in left:
+        os.utime(path, (old, old))
+    store = Store(f"sqlite:///{db}")
+    experiment = store.open_experiment("happysad")
+    assert store.experiment_id("happysad") == experiment
+    assert sorted(p.name for p in db.parent.iterdir()) == ["mlflow.db"]

@@ -1,10 +1,12 @@
 """The MLflow package takes its store explicitly: what a sweep, a trial's process or a
 worker on another machine writes lands in the store it was given, whatever MLflow's
-global tracking URI says, and MLflow's global state is left as it was found."""
+global tracking URI says, and MLflow's global state is left as it was found. A URI's
+credentials are never shown, and a fresh store is created whole or not at all."""
 
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 
 import mlflow
 import pytest
@@ -137,3 +139,76 @@ def test_a_databases_credentials_stay_for_mlflow_only(monkeypatch):
     assert store.connect_uri == "postgresql+psycopg2://bob:pw@127.0.0.1:5432/mlflow"
     assert store.uri == "postgresql+psycopg2://127.0.0.1:5432/mlflow"
     assert "MLFLOW_TRACKING_USERNAME" not in os.environ
+
+
+@contextmanager
+def failing_migration(times: int, also=None, fail: bool = True):
+    """A real failure half-way through MLflow's real schema migrations: SQLAlchemy's
+    hook before each statement raises the driver's own error at the first statement of
+    migration 75868b020152 (the one that failed here once), `times` times, on a store
+    being created; `also` runs there first (a second creator finishing its store), and
+    with `fail` false, the migration then goes on."""
+    import sqlite3
+
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    seen = []
+
+    def before(conn, cursor, statement, parameters, context, executemany):
+        if "CREATE TABLE sql_trace_metric_daily_rollups" not in statement:
+            return
+        if len(seen) >= times:
+            return
+        seen.append(str(conn.engine.url))
+        if also is not None:
+            also()
+        if fail:
+            raise sqlite3.OperationalError("disk I/O error")
+
+    event.listen(Engine, "before_cursor_execute", before)
+    try:
+        yield seen
+    finally:
+        event.remove(Engine, "before_cursor_execute", before)
+
+
+def test_a_store_whose_creation_fails_twice_leaves_nothing_and_the_next_command_works(tmp_path):
+    db = tmp_path / "mlruns" / "mlflow.db"
+    with failing_migration(times=2) as failures, pytest.raises(StoreError) as failed:
+        Store(f"sqlite:///{db}").open_experiment("happysad")
+    assert len(failures) == 2 and all(u.endswith(".creating") for u in failures)
+    message = str(failed.value)
+    assert message.startswith(f"could not create the MLflow store {db} (OperationalError")
+    assert "nothing was left behind: run the command again" in message
+    assert sorted(p.name for p in db.parent.iterdir()) == []  # no store, no temporary file
+    # The next command creates the store and works on it.
+    store = Store(f"sqlite:///{db}")
+    experiment = store.open_experiment("happysad")
+    assert store.experiment_id("happysad") == experiment and db.is_file()
+
+
+def test_a_creation_that_fails_once_is_tried_again(tmp_path, caplog):
+    db = tmp_path / "mlflow.db"
+    with failing_migration(times=1) as failures:
+        experiment = Store(f"sqlite:///{db}").open_experiment("happysad")
+    assert len(failures) == 1 and "trying once more" in caplog.text
+    assert Store.existing(f"sqlite:///{db}").experiment_id("happysad") == experiment
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db"]
+
+
+def test_a_store_another_process_created_meanwhile_is_kept(tmp_path):
+    """Two creators at once: the one that finishes first makes the store; the other's
+    own copy is dropped, never moved over it."""
+    db = tmp_path / "mlflow.db"
+
+    def theirs():  # the other creator, finishing while ours is half-way
+        Store(f"sqlite:///{db}").open_experiment("theirs")
+
+    with failing_migration(times=1, also=theirs, fail=False) as seen:
+        ours = Store(f"sqlite:///{db}")
+        ours.open_experiment("ours")
+    assert len(seen) == 1
+    names = {e.name for e in ours.client.search_experiments()}
+    assert {"theirs", "ours"} <= names
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db"]

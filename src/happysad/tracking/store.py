@@ -20,7 +20,9 @@ import functools
 import logging
 import os
 import re
+import secrets
 import tempfile
+import time
 import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -34,8 +36,10 @@ from happysad.tracking import names
 # MLflow announces at INFO that it creates a new store's tables; a first sweep's
 # console should show happysad's lines only (failures still come as errors).
 logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+log = logging.getLogger("happysad")
 
 DEFAULT_STORE = "mlruns"
+STALE_CREATION = 600  # seconds: a store's temporary file older than this was abandoned
 
 
 def resolve_tracking_uri(configured: str | None) -> str:
@@ -137,6 +141,67 @@ def check_reachable(uri: str) -> None:
             ) from err
 
 
+def create_sqlite_store(db: Path, attempts: int = 2) -> None:
+    """A fresh SQLite store at `db`, created whole or not at all.
+
+    MLflow creates a store by running its schema migrations on the file itself. On
+    SQLite they are not one transaction (the driver commits each schema change as it
+    goes), so a creation that fails or is stopped half-way leaves a file every later
+    command fails on, and two processes that create the same store at once (two sweeps
+    started together, or `ui` opened while the first sweep creates it) run the same
+    migrations over each other (KeyError: 'dimension_attributes', "table ... already
+    exists"). Here the migrations run on a temporary file beside `db`, linked into
+    place only once they all ran, and never over a store another process finished
+    first. A creation that fails leaves nothing behind and is tried once more."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    db.parent.mkdir(parents=True, exist_ok=True)
+    # What a creation killed half-way (SIGKILL, a power cut) left: it takes seconds.
+    for stale in db.parent.glob(f".{db.name}.*.creating*"):  # and its journal
+        if time.time() - stale.stat().st_mtime > STALE_CREATION:
+            stale.unlink(missing_ok=True)
+    failure: Exception | None = None
+    for attempt in range(attempts):
+        # Not made here: SQLite makes it, with the permissions it gives any new store.
+        name = str(db.parent / f".{db.name}.{secrets.token_hex(4)}.creating")
+        try:
+            store = SqlAlchemyStore(f"sqlite:///{name}", (db.parent / "artifacts").as_uri())
+            store.engine.dispose()  # every connection to the file closed before it moves
+            _link_into_place(Path(name), db)
+            return
+        except Exception as err:  # noqa: BLE001 - whatever failed, nothing is left behind
+            failure = err
+            if attempt + 1 < attempts:
+                log.warning(
+                    f"creating the MLflow store {db} failed ({_first_line(err)}); trying once more"
+                )
+        finally:
+            for leftover in ("", "-journal", "-wal", "-shm"):
+                Path(name + leftover).unlink(missing_ok=True)
+    raise StoreError(
+        f"could not create the MLflow store {db} ({_first_line(failure)}), and nothing was "
+        "left behind: run the command again, and if it fails the same way, check that "
+        f"{db.parent} has free space or give another mlflow.tracking_uri"
+    ) from failure
+
+
+def _link_into_place(fresh: Path, db: Path) -> None:
+    """`fresh` becomes `db`, unless another process created `db` meanwhile: then its
+    store is kept and `fresh` is dropped by the caller."""
+    try:
+        os.link(fresh, db)  # atomic, and never over an existing file
+    except FileExistsError:
+        return
+    except OSError:  # a file system without hard links
+        if not db.exists():
+            os.replace(fresh, db)
+
+
+def _first_line(err: BaseException | None) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}"
+
+
 class Store:
     """One MLflow store: its URI, and a client bound to it for tracking and registry.
 
@@ -151,9 +216,13 @@ class Store:
 
     @functools.cached_property
     def client(self) -> Any:
-        """MLflow's client. Made at first use: a client on a SQLite URI creates the database."""
+        """MLflow's client. Made at first use, which creates a SQLite store that does not
+        exist yet (create_sqlite_store)."""
         from mlflow.tracking import MlflowClient
 
+        db = sqlite_path(self.connect_uri)
+        if db is not None and not db.exists():
+            create_sqlite_store(db)
         return MlflowClient(tracking_uri=self.connect_uri, registry_uri=self.connect_uri)
 
     @classmethod
@@ -204,10 +273,10 @@ class Store:
     # --- experiments ---------------------------------------------------------------
 
     def open_experiment(self, name: str) -> str:
-        """Create the store and the experiment if needed, in this process, before any
-        training (a fresh SQLite store migrated by several processes at once fails);
-        return the experiment's id."""
+        """Create the store (create_sqlite_store) and the experiment if needed, in this
+        process, before any training; return the experiment's id."""
         from mlflow.exceptions import MlflowException
+        from sqlalchemy.exc import SQLAlchemyError
 
         db = sqlite_path(self.uri)
         artifact_location = None
@@ -226,6 +295,11 @@ class Store:
                 )
         except MlflowException as err:
             raise StoreError(f"cannot open the MLflow store {self.uri}: {err.message}") from err
+        except SQLAlchemyError as err:  # a store left half-made, by MLflow or an older happysad
+            raise StoreError(
+                f"cannot open the MLflow store {self.uri} ({_first_line(err)}): if a first run "
+                f"was stopped while it created the store, move {db or 'it'} aside and run again"
+            ) from err
         if experiment.lifecycle_stage == "deleted":
             raise StoreError(
                 f"the MLflow experiment '{name}' is deleted in {self.uri}: restore it with "
