@@ -41,6 +41,7 @@ from happysad.tracking.runs import (
     log_params,
     set_tags,
 )
+from happysad.tracking.store import without_credentials
 
 log = logging.getLogger("happysad")
 
@@ -113,7 +114,8 @@ def run(
         log_dataset(store, run_id, image_dataset(summary))
         store.client.log_dict(run_id, space, "config/search_space.json")
         if config_yaml:
-            store.client.log_text(run_id, config_yaml, "config/config.yaml")
+            # No URI in the recorded config carries a password.
+            store.client.log_text(run_id, without_credentials(config_yaml), "config/config.yaml")
 
         def report(epoch: int, metrics: dict[str, float], seconds: float) -> None:
             log_metrics(store, run_id, {**metrics, "epoch_time": seconds}, step=epoch)
@@ -174,7 +176,7 @@ def run(
         raise
     finally:
         if reason:
-            set_tags(store, run_id, {names.NOTE: reason})
+            set_tags(store, run_id, {names.NOTE: without_credentials(reason)})
         if startup_log.is_file():
             store.client.log_artifact(run_id, str(startup_log), "logs")
         store.client.set_terminated(run_id, status)
