@@ -295,10 +295,15 @@ class Store:
                 )
         except MlflowException as err:
             raise StoreError(f"cannot open the MLflow store {self.uri}: {err.message}") from err
-        except SQLAlchemyError as err:  # a store left half-made, by MLflow or an older happysad
+        except SQLAlchemyError as err:  # e.g. a store left half-made by MLflow or an older happysad
+            hint = (
+                f": if a first run was stopped while it created the store, move {db} aside and "
+                "run again"
+                if db is not None
+                else ""
+            )
             raise StoreError(
-                f"cannot open the MLflow store {self.uri} ({_first_line(err)}): if a first run "
-                f"was stopped while it created the store, move {db or 'it'} aside and run again"
+                f"cannot open the MLflow store {self.uri} ({_first_line(err)}){hint}"
             ) from err
         if experiment.lifecycle_stage == "deleted":
             raise StoreError(
