@@ -14,7 +14,12 @@ from typing import Any
 from happysad.config.validation import check_sweep_name
 from happysad.errors import HappysadError, StoreError
 from happysad.tracking.names import DATA_DIGEST
-from happysad.tracking.store import Store, add_store_option, resolve_tracking_uri
+from happysad.tracking.store import (
+    Store,
+    add_store_option,
+    resolve_tracking_uri,
+    without_credentials,
+)
 
 TRIAL_METRICS = ("objective", "val_accuracy", "val_auc", "val_loss", "best_epoch")
 TEST_METRICS = ("test_accuracy", "test_auc", "test_precision", "test_recall")
@@ -96,7 +101,10 @@ def main(argv: list[str] | None = None) -> int:
     add_store_option(parser)
     args = parser.parse_args(argv)
 
-    print(f"MLflow store: {resolve_tracking_uri(args.tracking_uri)}", file=sys.stderr)
+    print(
+        f"MLflow store: {without_credentials(resolve_tracking_uri(args.tracking_uri))}",
+        file=sys.stderr,
+    )
     try:
         for name in args.sweeps:
             check_sweep_name(name, "SWEEP")

@@ -36,6 +36,7 @@ from happysad.tracking.store import (
     Store,  # noqa: E402
     add_store_option,  # noqa: E402
     resolve_tracking_uri,  # noqa: E402
+    without_credentials,  # noqa: E402
 )
 
 DEFAULT_MODEL = "models:/happysad@champion"
@@ -186,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--output {args.output}: the file must end in .csv or .json")
 
     uri = resolve_tracking_uri(args.tracking_uri)
-    print(f"MLflow store: {uri}", file=sys.stderr)
+    print(f"MLflow store: {without_credentials(uri)}", file=sys.stderr)
     files, missing = expand(args.paths)
     try:
         model = load_model(args.model, uri)

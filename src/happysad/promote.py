@@ -45,7 +45,11 @@ from happysad.tracking import (
     registry,  # noqa: E402
 )
 from happysad.tracking.names import CHAMPION, PREVIOUS  # noqa: E402
-from happysad.tracking.store import Store, resolve_tracking_uri  # noqa: E402
+from happysad.tracking.store import (  # noqa: E402
+    Store,
+    resolve_tracking_uri,
+    without_credentials,
+)
 
 log = logging.getLogger("happysad")
 register_configs()
@@ -79,7 +83,7 @@ def promote(cfg: PromoteConfig) -> Decision:
     # Before the store is opened: a name MLflow cannot search for records nothing.
     check_sweep_name(cfg.sweep.name)
     check_model_name(cfg.promote.model_name, "promote.model_name")
-    log.info(f"MLflow store: {resolve_tracking_uri(cfg.mlflow.tracking_uri)}")
+    log.info(f"MLflow store: {without_credentials(resolve_tracking_uri(cfg.mlflow.tracking_uri))}")
     store = Store.existing(cfg.mlflow.tracking_uri)
     settings = cfg.promote
     candidate, sweep_run = _candidate(store, cfg)

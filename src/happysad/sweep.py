@@ -50,7 +50,7 @@ from happysad.serving.pyfunc import probabilities  # noqa: E402
 from happysad.tracking import names  # noqa: E402
 from happysad.tracking.runs import SweepRun  # noqa: E402
 from happysad.tracking.server import for_many_writers  # noqa: E402
-from happysad.tracking.store import Store  # noqa: E402
+from happysad.tracking.store import Store, without_credentials  # noqa: E402
 from happysad.trials import TrialRecord, best_by  # noqa: E402
 
 log = logging.getLogger("happysad")
@@ -70,13 +70,25 @@ def run_sweep(
     Raises a HappysadError the user can act on; `tags` go on the sweep's parent run
     (the entry point passes the multirun's id)."""
     typed = to_typed(cfg)
+    uri = typed.mlflow.tracking_uri
+    if uri and without_credentials(uri) != uri:
+        log.warning(
+            "mlflow.tracking_uri carries credentials: happysad records and passes on the URI "
+            "without them, but this command's own line shows them to every user of the "
+            "machine (ps) and keeps them in your shell history; give them in "
+            "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD instead"
+        )
     typed.sweep.name = typed.sweep.name or fresh_name()
     if typed.sweep.restart:
         resume.clear(typed)
     state = resume.read(typed)
     return run(
         SweepContext(
-            composed=cfg, cfg=typed, overrides=list(overrides), tags=tags or {}, state=state
+            composed=cfg,
+            cfg=typed,
+            overrides=[without_credentials(o) for o in overrides],
+            tags=tags or {},
+            state=state,
         )
     )
 
@@ -131,7 +143,7 @@ def run(ctx: SweepContext) -> SweepResult:
     ctx.store = preflight.open_store(cfg.mlflow.tracking_uri)
     # A distributed sweep's tracking server starts first: it comes up while the data
     # load and TensorFlow is imported.
-    with for_many_writers(ctx.store.uri, many=cfg.distributed.enabled) as ctx.server:
+    with for_many_writers(ctx.store.connect_uri, many=cfg.distributed.enabled) as ctx.server:
         return _run(ctx)
 
 
@@ -155,7 +167,8 @@ def _run(ctx: SweepContext) -> SweepResult:
     fingerprint = resume.fingerprint(cfg, images.digest)
     resolved = OmegaConf.to_container(ctx.composed, resolve=True)
     resolved["sweep"]["name"] = ctx.name
-    config_yaml = OmegaConf.to_yaml(resolved)
+    # Recorded as the run's artifact: no URI in it carries a password.
+    config_yaml = without_credentials(OmegaConf.to_yaml(resolved))
     sweep = SweepRun(store, session.experiment_id, ctx.name, startup_log=session.startup_log)
     if ctx.state is not None:
         resume.check_continuable(ctx.state, cfg, fingerprint, store.uri)

@@ -16,7 +16,7 @@ import sys
 
 from happysad.errors import HappysadError, StoreError
 from happysad.processes import signals_stop, stop_group
-from happysad.tracking.server import mlflow_command
+from happysad.tracking.server import mlflow_command, store_env
 from happysad.tracking.store import Store, add_store_option, is_server
 
 
@@ -56,11 +56,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
 
-    command = mlflow_command("ui", uri, "127.0.0.1", args.port)
+    command = mlflow_command("ui", "127.0.0.1", args.port)
     print(f"MLflow UI on {uri}\nthe latest sweep: {page}\n(Ctrl-C stops it)", flush=True)
     # Its own process group: `mlflow ui` starts uvicorn workers, and all of them must
     # go when this command does, whatever ended it.
-    server = subprocess.Popen(command, start_new_session=True)
+    server = subprocess.Popen(command, env=store_env(store.connect_uri), start_new_session=True)
 
     try:
         with signals_stop():

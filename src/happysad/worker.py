@@ -59,7 +59,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--chief", required=True, help="the chief's oracle, host:port")
     parser.add_argument(
-        "--tracking-uri", help="the sweep's MLflow tracking server (or MLFLOW_TRACKING_URI)"
+        "--tracking-uri",
+        help="the sweep's MLflow tracking server (or MLFLOW_TRACKING_URI); its credentials in "
+        "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, never on the command line",
     )
     parser.add_argument("--sweep-run", required=True, help="the sweep's MLflow run id")
     parser.add_argument("--id", help="this worker's keras-tuner id, e.g. tuner3")

@@ -36,3 +36,75 @@ def test_a_served_local_store_takes_writes_over_http_and_keeps_them(tmp_path):
     with pytest.raises(StoreError, match="not a local SQLite store"):
         with serving(address):
             pass
+
+
+def _killed_half_way(uri: str, create: str, statement: str) -> None:
+    """A process that creates the store at `uri` (`create`: Python, given `uri`), held
+    by SQLAlchemy's hook at `statement` of MLflow's real schema migrations, killed
+    there (SIGKILL) as a power cut or an OOM kill would."""
+    import signal
+    import subprocess
+    import sys
+
+    child = f"""if True:
+        import sys, time
+        from sqlalchemy import event
+        from sqlalchemy.engine import Engine
+
+        def hold(conn, cursor, statement, *args):
+            if {statement!r} in statement:
+                print("half-way", flush=True)
+                time.sleep(600)
+
+        event.listen(Engine, "before_cursor_execute", hold)
+        uri = sys.argv[1]
+        {create}
+    """
+    process = subprocess.Popen(
+        [sys.executable, "-c", child, uri], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert process.stdout.readline().strip() == "half-way"
+    finally:
+        process.kill()
+        process.wait()
+    assert process.returncode == -signal.SIGKILL
+
+
+def test_a_store_creation_killed_half_way_leaves_no_store_and_the_next_command_works(tmp_path):
+    """Killed half-way, MLflow's own creation leaves a store that never opens again
+    (happysad says so in one sentence); happysad's leaves no store for the next command
+    to trip on, only a hidden temporary file, removed once it is old."""
+    import os
+    import time
+
+    plain = tmp_path / "plain" / "mlflow.db"
+    plain.parent.mkdir()
+    _killed_half_way(
+        f"sqlite:///{plain}",
+        "from mlflow.tracking import MlflowClient; MlflowClient(uri).search_experiments()",
+        "INSERT INTO _alembic_tmp_experiments",
+    )
+    for _ in range(2):
+        with pytest.raises(StoreError) as broken:
+            Store(f"sqlite:///{plain}").open_experiment("happysad")
+        assert "already exists): if a first run was stopped while it created the store, " in str(
+            broken.value
+        )
+        assert str(broken.value).endswith(f"move {plain} aside and run again")
+
+    db = tmp_path / "mlruns" / "mlflow.db"
+    _killed_half_way(
+        f"sqlite:///{db}",
+        "from happysad.tracking.store import Store; Store(uri).open_experiment('happysad')",
+        "INSERT INTO _alembic_tmp_experiments",
+    )
+    left = list(db.parent.iterdir())  # the temporary file, and SQLite's journal of it
+    assert left and all(p.name.startswith(".mlflow.db.") and ".creating" in p.name for p in left)
+    old = time.time() - 3600
+    for path in left:
+        os.utime(path, (old, old))
+    store = Store(f"sqlite:///{db}")
+    experiment = store.open_experiment("happysad")
+    assert store.experiment_id("happysad") == experiment
+    assert sorted(p.name for p in db.parent.iterdir()) == ["mlflow.db"]

@@ -296,18 +296,23 @@ def test_a_worker_that_cannot_reach_the_tracking_server_says_so():
 
 
 def test_two_workers_record_into_an_authenticated_server_on_postgresql(
-    tiny, postgres_uri, tmp_path, monkeypatch
+    tiny, postgres_uri, tmp_path, monkeypatch, caplog
 ):
     """The README's several-machine store: mlflow server on PostgreSQL with its
-    basic-auth app, artifacts served through it; credentials only in MLflow's own
-    environment variables."""
+    basic-auth app, artifacts served through it. The credentials are given in the
+    tracking URI (http://admin:password@host): they reach the workers through MLflow's
+    environment variables, and the password is nowhere else: in no file the sweep
+    writes (its folder, happysad.json, the workers' logs, every artifact), no run's
+    params or tags, no log line, and no process's command line while it runs."""
     import json
+    import logging
     import secrets
+    import threading
     import urllib.error
     import urllib.request
 
     from happysad.processes import free_port, stop_group
-    from happysad.tracking.server import mlflow_command
+    from happysad.tracking.server import mlflow_command, store_env
     from tests.conftest import wait_for_http
 
     password = secrets.token_urlsafe(16)
@@ -321,7 +326,6 @@ def test_two_workers_record_into_an_authenticated_server_on_postgresql(
     port = free_port()
     command = mlflow_command(
         "server",
-        postgres_uri,
         "127.0.0.1",
         port,
         *("--app-name", "basic-auth", "--serve-artifacts", "--workers", "1"),
@@ -329,16 +333,30 @@ def test_two_workers_record_into_an_authenticated_server_on_postgresql(
     )
     server = subprocess.Popen(
         command,
-        env={
-            **os.environ,
-            "MLFLOW_AUTH_CONFIG_PATH": str(auth),
-            "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(16),
-        },
+        env=store_env(
+            postgres_uri,
+            MLFLOW_AUTH_CONFIG_PATH=str(auth),
+            MLFLOW_FLASK_SERVER_SECRET_KEY=secrets.token_hex(16),
+        ),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     uri = f"http://127.0.0.1:{port}"
+    # Every process's command line, looked at while the sweep runs.
+    command_lines: set[bytes] = set()
+    sweeping = threading.Event()
+
+    def watch_command_lines() -> None:
+        while not sweeping.is_set():
+            for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+                try:
+                    command_lines.add(cmdline.read_bytes())
+                except OSError:
+                    pass  # gone, or not ours to read
+            time.sleep(0.2)
+
+    watcher = threading.Thread(target=watch_command_lines, daemon=True)
     try:
         wait_for_http(f"{uri}/health", server)
         intruder = urllib.request.Request(
@@ -351,21 +369,48 @@ def test_two_workers_record_into_an_authenticated_server_on_postgresql(
             urllib.request.urlopen(intruder, timeout=30)
         assert refused.value.code == 401
 
+        for variable in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+            monkeypatch.setenv(variable, "")  # put back as they were after the test
+            monkeypatch.delenv(variable)
+        secret_uri = f"http://admin:{password}@127.0.0.1:{port}"
+        local_store = [o for o in tiny if not o.startswith("mlflow.tracking_uri=")]
+        overrides = [*local_store, f"mlflow.tracking_uri={secret_uri}", "distributed=local"]
+        overrides += ["sweep.name=pg", "tuner.max_trials=4"]
+        caplog.set_level(logging.INFO, logger="happysad")
+        watcher.start()
+        result = run_sweep(compose_config(overrides), overrides=overrides)
+        sweeping.set()
+        watcher.join()
+
         monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "admin")
         monkeypatch.setenv("MLFLOW_TRACKING_PASSWORD", password)
-        local_store = [o for o in tiny if not o.startswith("mlflow.tracking_uri=")]
-        cfg = compose_config(
-            [*local_store, f"mlflow.tracking_uri={uri}", "distributed=local", "sweep.name=pg"]
-            + ["tuner.max_trials=4"]
-        )
-        result = run_sweep(cfg)
-
         _four_trials_by_two_workers(uri)
         assert Store(uri).load_keras(result.best.model_uri).output_shape == (None, 1)
         assert (tmp_path / "artifacts").is_dir()  # written through the server, not beside it
-        for log in (tmp_path / "sweeps/pg/workers").glob("tuner*.log"):
-            assert password not in log.read_text()
+        assert result.tracking_uri == uri
+
+        leaks = [c.decode(errors="replace") for c in command_lines if password.encode() in c]
+        assert not leaks
+        assert any(b"happysad.worker" in c for c in command_lines)  # the workers were seen
+        assert "the store's credentials in MLFLOW_TRACKING_URI" in caplog.text  # join line
+        assert "more join with" in caplog.text and password not in caplog.text
+        written = [f for f in tmp_path.rglob("*") if f.is_file() and f.name != "basic_auth.ini"]
+        assert (tmp_path / "sweeps/pg/happysad.json") in written
+        assert len([f for f in written if "artifacts" in f.parts]) > 10
+        assert [f for f in written if password.encode() in f.read_bytes()] == []
+        client = MlflowClient(uri)
+        experiment = client.get_experiment_by_name("happysad").experiment_id
+        for run in client.search_runs([experiment]):
+            assert password not in repr(run.data.params) + repr(run.data.tags)
+        (sweep_run,) = [
+            r
+            for r in client.search_runs([experiment])
+            if r.data.tags.get("happysad.role") == "sweep"
+        ]
+        recorded = Store(uri).read_text(sweep_run.info.run_id, "config/config.yaml")
+        assert f"tracking_uri: {uri}" in recorded
     finally:
+        sweeping.set()
         stop_group(server)
 
 

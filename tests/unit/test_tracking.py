@@ -1,17 +1,19 @@
 """The MLflow package takes its store explicitly: what a sweep, a trial's process or a
 worker on another machine writes lands in the store it was given, whatever MLflow's
-global tracking URI says, and MLflow's global state is left as it was found."""
+global tracking URI says, and MLflow's global state is left as it was found. A URI's
+credentials are never shown, and a fresh store is created whole or not at all."""
 
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
 
 import mlflow
 import pytest
 
 from happysad.errors import StoreError
 from happysad.tracking import names
-from happysad.tracking.store import Store
+from happysad.tracking.store import Store, without_credentials
 
 
 def test_a_missing_local_store_is_reported_and_never_created(tmp_path):
@@ -132,3 +134,122 @@ def test_two_processes_logging_one_new_dataset_at_once_both_record_it(tmp_path):
     assert outcomes == ["logged", "logged"]
     runs = store.client.search_runs([experiment_id])
     assert [len(run.inputs.dataset_inputs) for run in runs] == [1, 1]
+
+
+@pytest.mark.parametrize(
+    ("given", "shown"),
+    [
+        ("http://alice:s3cret@host:5000", "http://host:5000"),
+        ("https://alice:p%40ss@host/mlflow/", "https://host/mlflow/"),
+        ("http://alice:p@ss@host:5000/x", "http://host:5000/x"),  # an unencoded @
+        ("http://token@host:5000", "http://host:5000"),  # a user only
+        ("http://host:5000", "http://host:5000"),
+        (
+            "postgresql+psycopg://bob:pw@db.lan:5432/mlflow",
+            "postgresql+psycopg://db.lan:5432/mlflow",
+        ),
+        ("postgresql://bob@db.lan/mlflow", "postgresql://db.lan/mlflow"),
+        ("sqlite:////home/a@b/mlruns/mlflow.db", "sqlite:////home/a@b/mlruns/mlflow.db"),
+        ("/data/me@work/mlruns", "/data/me@work/mlruns"),
+        ("file:///data/me@work/mlruns", "file:///data/me@work/mlruns"),
+        ("models:/happysad@champion", "models:/happysad@champion"),
+        (
+            "mlflow.tracking_uri=http://a:b@h:1 data.path=/x@y",
+            "mlflow.tracking_uri=http://h:1 data.path=/x@y",
+        ),
+        ("mlflow:\n  tracking_uri: http://a:b@h:1\n", "mlflow:\n  tracking_uri: http://h:1\n"),
+    ],
+)
+def test_a_uri_is_shown_without_its_user_information(given, shown):
+    assert without_credentials(given) == shown
+
+
+def test_a_servers_credentials_move_to_mlflows_variables(monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+    monkeypatch.delenv("MLFLOW_TRACKING_PASSWORD", raising=False)
+    store = Store("http://alice:p%40ss@127.0.0.1:5000")
+    assert store.uri == store.connect_uri == "http://127.0.0.1:5000"
+    assert os.environ["MLFLOW_TRACKING_USERNAME"] == "alice"
+    assert os.environ["MLFLOW_TRACKING_PASSWORD"] == "p@ss"
+    assert "p@ss" not in repr(store) and "p%40ss" not in repr(store)
+
+
+def test_a_databases_credentials_stay_for_mlflow_only(monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+    store = Store("postgresql+psycopg2://bob:pw@127.0.0.1:5432/mlflow")
+    assert store.connect_uri == "postgresql+psycopg2://bob:pw@127.0.0.1:5432/mlflow"
+    assert store.uri == "postgresql+psycopg2://127.0.0.1:5432/mlflow"
+    assert "MLFLOW_TRACKING_USERNAME" not in os.environ
+
+
+@contextmanager
+def failing_migration(times: int, also=None, fail: bool = True):
+    """A real failure half-way through MLflow's real schema migrations: SQLAlchemy's
+    hook before each statement raises the driver's own error at the first statement of
+    migration 75868b020152 (the one that failed here once), `times` times, on a store
+    being created; `also` runs there first (a second creator finishing its store), and
+    with `fail` false, the migration then goes on."""
+    import sqlite3
+
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    seen = []
+
+    def before(conn, cursor, statement, parameters, context, executemany):
+        if "CREATE TABLE sql_trace_metric_daily_rollups" not in statement:
+            return
+        if len(seen) >= times:
+            return
+        seen.append(str(conn.engine.url))
+        if also is not None:
+            also()
+        if fail:
+            raise sqlite3.OperationalError("disk I/O error")
+
+    event.listen(Engine, "before_cursor_execute", before)
+    try:
+        yield seen
+    finally:
+        event.remove(Engine, "before_cursor_execute", before)
+
+
+def test_a_store_whose_creation_fails_twice_leaves_nothing_and_the_next_command_works(tmp_path):
+    db = tmp_path / "mlruns" / "mlflow.db"
+    with failing_migration(times=2) as failures, pytest.raises(StoreError) as failed:
+        Store(f"sqlite:///{db}").open_experiment("happysad")
+    assert len(failures) == 2 and all(u.endswith(".creating") for u in failures)
+    message = str(failed.value)
+    assert message.startswith(f"could not create the MLflow store {db} (OperationalError")
+    assert "nothing was left behind: run the command again" in message
+    assert sorted(p.name for p in db.parent.iterdir()) == []  # no store, no temporary file
+    # The next command creates the store and works on it.
+    store = Store(f"sqlite:///{db}")
+    experiment = store.open_experiment("happysad")
+    assert store.experiment_id("happysad") == experiment and db.is_file()
+
+
+def test_a_creation_that_fails_once_is_tried_again(tmp_path, caplog):
+    db = tmp_path / "mlflow.db"
+    with failing_migration(times=1) as failures:
+        experiment = Store(f"sqlite:///{db}").open_experiment("happysad")
+    assert len(failures) == 1 and "trying once more" in caplog.text
+    assert Store.existing(f"sqlite:///{db}").experiment_id("happysad") == experiment
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db"]
+
+
+def test_a_store_another_process_created_meanwhile_is_kept(tmp_path):
+    """Two creators at once: the one that finishes first makes the store; the other's
+    own copy is dropped, never moved over it."""
+    db = tmp_path / "mlflow.db"
+
+    def theirs():  # the other creator, finishing while ours is half-way
+        Store(f"sqlite:///{db}").open_experiment("theirs")
+
+    with failing_migration(times=1, also=theirs, fail=False) as seen:
+        ours = Store(f"sqlite:///{db}")
+        ours.open_experiment("ours")
+    assert len(seen) == 1
+    names = {e.name for e in ours.client.search_experiments()}
+    assert {"theirs", "ours"} <= names
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlflow.db"]

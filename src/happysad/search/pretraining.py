@@ -42,6 +42,7 @@ from happysad.tracking.runs import (
     log_params,
     set_tags,
 )
+from happysad.tracking.store import without_credentials
 
 log = logging.getLogger("happysad")
 
@@ -121,7 +122,8 @@ def run(
         log_dataset(store, run_id, image_dataset(summary))
         store.client.log_dict(run_id, space, "config/search_space.json")
         if config_yaml:
-            store.client.log_text(run_id, config_yaml, "config/config.yaml")
+            # No URI in the recorded config carries a password.
+            store.client.log_text(run_id, without_credentials(config_yaml), "config/config.yaml")
 
         def report(epoch: int, metrics: dict[str, float], seconds: float) -> None:
             log_metrics(store, run_id, {**metrics, "epoch_time": seconds}, step=epoch)
@@ -182,7 +184,7 @@ def run(
         raise
     finally:
         if reason:
-            set_tags(store, run_id, {names.NOTE: reason})
+            set_tags(store, run_id, {names.NOTE: without_credentials(reason)})
         # The start-up log and what else its folder holds (the training's error output).
         for file in sorted(startup_log.parent.iterdir()):
             if file.is_file() and file.stat().st_size:

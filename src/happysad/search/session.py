@@ -74,7 +74,7 @@ class Session:
                 maximize=cfg.tuner.objective.direction == "max",
                 backbones=self.backbones,
                 budget=budget,
-                tracking_uri=sweep.store.uri,
+                tracking_uri=sweep.store.connect_uri,
             )
         return tuning.make_tuner(
             cfg,

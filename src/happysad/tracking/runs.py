@@ -23,7 +23,7 @@ from typing import Any
 
 from happysad.errors import StoreError
 from happysad.tracking import names
-from happysad.tracking.store import Store
+from happysad.tracking.store import Store, without_credentials
 from happysad.trials import TrialRecord
 
 PACKAGES = ("happysad", "tensorflow", "keras", "keras-tuner", "mlflow", "hydra-core", "numpy")
@@ -216,7 +216,7 @@ class SweepRun:
         if self.run_id is None:
             return
         if reason:
-            set_tags(self.store, self.run_id, {names.NOTE: reason})
+            set_tags(self.store, self.run_id, {names.NOTE: without_credentials(reason)})
         if self.startup_log is not None and self.startup_log.is_file():
             self.client.log_artifact(self.run_id, str(self.startup_log), "logs")
         self.client.set_terminated(self.run_id, status)
@@ -269,6 +269,9 @@ class SweepRun:
         set_tags(self.store, self.run_id, tags)
 
     def end_trial(self, status: str, reason: str | None = None, details: str | None = None) -> None:
+        # An error's text may quote a store's URI: recorded without its credentials.
+        reason = reason and without_credentials(reason)
+        details = details and without_credentials(details)
         if reason:
             set_tags(
                 self.store, self.trial_run_id, {names.FAILURE: reason[:4000], names.NOTE: reason}

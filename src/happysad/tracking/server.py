@@ -10,6 +10,7 @@ one process that starts the server, before anything else opens it.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tempfile
@@ -81,13 +82,17 @@ def started(uri: str, host: str = "127.0.0.1") -> Iterator[Server]:
     # One worker: a SQLite file takes one writer at a time however many serve it.
     artifacts = local_artifact_root(uri).as_uri()
     command = mlflow_command(
-        "server", uri, host, port, "--artifacts-destination", artifacts, "--workers", "1"
+        "server", host, port, "--artifacts-destination", artifacts, "--workers", "1"
     )
     with tempfile.TemporaryFile() as output:
         # Its own process group: the server's workers go with it, whatever ends the block.
         # It ends with this process too, however this one ends.
         process = subprocess.Popen(
-            with_parent(command), stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+            with_parent(command),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env=store_env(uri),
+            start_new_session=True,
         )
         try:
             yield Server(f"http://{host}:{port}", process, output)
@@ -95,20 +100,25 @@ def started(uri: str, host: str = "127.0.0.1") -> Iterator[Server]:
             stop_group(process)
 
 
-def mlflow_command(verb: str, uri: str, host: str, port: int, *options: str) -> list[str]:
-    """`mlflow ui` or `mlflow server` over the store `uri` on host:port."""
+def mlflow_command(verb: str, host: str, port: int, *options: str) -> list[str]:
+    """`mlflow ui` or `mlflow server` on host:port; its store is given by `store_env`."""
     mlflow = Path(sys.executable).parent / "mlflow"
     return [
         str(mlflow) if mlflow.exists() else "mlflow",
         verb,
-        "--backend-store-uri",
-        uri,
         "--host",
         host,
         "--port",
         str(port),
         *options,
     ]
+
+
+def store_env(uri: str, **variables: str) -> dict[str, str]:
+    """The environment of an `mlflow ui` or `mlflow server` over the store `uri`: the
+    store goes in MLflow's MLFLOW_BACKEND_STORE_URI, not on the command line, where
+    every user of the machine would read a database's password (`ps`)."""
+    return {**os.environ, "MLFLOW_BACKEND_STORE_URI": uri, **variables}
 
 
 @contextmanager

@@ -4,7 +4,10 @@ MLflow itself is imported at first use (about 2 s), so that the commands' `--hel
 and their configuration errors answer at once.
 
 Every command finds its store by one rule (`resolve_tracking_uri`) and works on it
-through a `Store`: its URI and a client bound to it. Nothing here reads or sets
+through a `Store`: its URI and a client bound to it. A URI's user information
+(`user:password@`) is never shown: `without_credentials` takes it out of whatever is
+logged, printed, recorded or put on a command line, and a tracking server's user and
+password reach MLflow through its own environment variables. Nothing here reads or sets
 MLflow's global tracking URI or active run, so the same calls work from the sweep,
 a trial's process, another machine or a test. The one exception is contained in
 `Store.scoped`: MLflow's model logging and loading read the global URI, so it is
@@ -16,7 +19,11 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
+import secrets
 import tempfile
+import time
+import urllib.parse
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -29,8 +36,10 @@ from happysad.tracking import names
 # MLflow announces at INFO that it creates a new store's tables; a first sweep's
 # console should show happysad's lines only (failures still come as errors).
 logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+log = logging.getLogger("happysad")
 
 DEFAULT_STORE = "mlruns"
+STALE_CREATION = 600  # seconds: a store's temporary file older than this was abandoned
 
 
 def resolve_tracking_uri(configured: str | None) -> str:
@@ -42,6 +51,40 @@ def resolve_tracking_uri(configured: str | None) -> str:
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
     return f"sqlite:///{(Path.cwd() / DEFAULT_STORE / 'mlflow.db').resolve()}"
+
+
+# scheme:// then user information (user:password@) up to the last @ of the authority:
+# an unencoded @ in a password ends up taken out too.
+USERINFO = re.compile(r"\b([A-Za-z][A-Za-z0-9+.\-]*://)[^\s/?#]*@")
+USERNAME_VARIABLE, PASSWORD_VARIABLE = "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"
+
+
+def without_credentials(text: str) -> str:
+    """`text` with the user information (`user:password@`, `user@`) taken out of every
+    URI in it: a URI, a command line, an override or a config as YAML, safe to log,
+    print, write to a file or put on a command line. Paths and URIs without user
+    information come back as they are."""
+    return USERINFO.sub(r"\1", text)
+
+
+def take_credentials(uri: str) -> str:
+    """The URI MLflow is given for `uri`. A tracking server's user and password
+    (http://user:password@host) move into MLflow's own environment variables,
+    MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD, which every process started
+    from here inherits (never its command line), and leave the URI: MLflow's messages
+    quote the URI. A database's (postgresql://user:password@host/db) stay: SQLAlchemy
+    needs them in the URI, which therefore goes only to MLflow and to child processes'
+    environment."""
+    if not is_server(uri):
+        return uri
+    authority = urllib.parse.urlsplit(uri).netloc
+    if "@" not in authority:
+        return uri
+    user, colon, password = authority.rpartition("@")[0].partition(":")
+    os.environ[USERNAME_VARIABLE] = urllib.parse.unquote(user)
+    if colon:
+        os.environ[PASSWORD_VARIABLE] = urllib.parse.unquote(password)
+    return without_credentials(uri)
 
 
 def add_store_option(parser: Any) -> None:
@@ -98,18 +141,89 @@ def check_reachable(uri: str) -> None:
             ) from err
 
 
+def create_sqlite_store(db: Path, attempts: int = 2) -> None:
+    """A fresh SQLite store at `db`, created whole or not at all.
+
+    MLflow creates a store by running its schema migrations on the file itself. On
+    SQLite they are not one transaction (the driver commits each schema change as it
+    goes), so a creation that fails or is stopped half-way leaves a file every later
+    command fails on, and two processes that create the same store at once (two sweeps
+    started together, or `ui` opened while the first sweep creates it) run the same
+    migrations over each other (KeyError: 'dimension_attributes', "table ... already
+    exists"). Here the migrations run on a temporary file beside `db`, linked into
+    place only once they all ran, and never over a store another process finished
+    first. A creation that fails leaves nothing behind and is tried once more."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    db.parent.mkdir(parents=True, exist_ok=True)
+    # What a creation killed half-way (SIGKILL, a power cut) left: it takes seconds.
+    for stale in db.parent.glob(f".{db.name}.*.creating*"):  # and its journal
+        if time.time() - stale.stat().st_mtime > STALE_CREATION:
+            stale.unlink(missing_ok=True)
+    failure: Exception | None = None
+    for attempt in range(attempts):
+        # Not made here: SQLite makes it, with the permissions it gives any new store.
+        name = str(db.parent / f".{db.name}.{secrets.token_hex(4)}.creating")
+        try:
+            store = SqlAlchemyStore(f"sqlite:///{name}", (db.parent / "artifacts").as_uri())
+            store.engine.dispose()  # every connection to the file closed before it moves
+            _link_into_place(Path(name), db)
+            return
+        except Exception as err:  # noqa: BLE001 - whatever failed, nothing is left behind
+            failure = err
+            if attempt + 1 < attempts:
+                log.warning(
+                    f"creating the MLflow store {db} failed ({_first_line(err)}); trying once more"
+                )
+        finally:
+            for leftover in ("", "-journal", "-wal", "-shm"):
+                Path(name + leftover).unlink(missing_ok=True)
+    raise StoreError(
+        f"could not create the MLflow store {db} ({_first_line(failure)}), and nothing was "
+        "left behind: run the command again, and if it fails the same way, check that "
+        f"{db.parent} has free space or give another mlflow.tracking_uri"
+    ) from failure
+
+
+def _link_into_place(fresh: Path, db: Path) -> None:
+    """`fresh` becomes `db`, unless another process created `db` meanwhile: then its
+    store is kept and `fresh` is dropped by the caller."""
+    try:
+        os.link(fresh, db)  # atomic, and never over an existing file
+    except FileExistsError:
+        return
+    except OSError:  # a file system without hard links
+        if not db.exists():
+            os.replace(fresh, db)
+
+
+def _first_line(err: BaseException | None) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0] if text else ''}"
+
+
 class Store:
-    """One MLflow store: its URI, and a client bound to it for tracking and registry."""
+    """One MLflow store: its URI, and a client bound to it for tracking and registry.
+
+    `uri` is the store's address without credentials: what is shown and recorded.
+    `connect_uri` is what MLflow is given (take_credentials): it may carry a database's
+    password, so it goes only to MLflow and, through a pipe or the environment, to the
+    processes this one starts."""
 
     def __init__(self, uri: str):
-        self.uri = uri
+        self.connect_uri = take_credentials(uri)
+        self.uri = without_credentials(uri)
 
     @functools.cached_property
     def client(self) -> Any:
-        """MLflow's client. Made at first use: a client on a SQLite URI creates the database."""
+        """MLflow's client. Made at first use, which creates a SQLite store that does not
+        exist yet (create_sqlite_store)."""
         from mlflow.tracking import MlflowClient
 
-        return MlflowClient(tracking_uri=self.uri, registry_uri=self.uri)
+        db = sqlite_path(self.connect_uri)
+        if db is not None and not db.exists():
+            create_sqlite_store(db)
+        return MlflowClient(tracking_uri=self.connect_uri, registry_uri=self.connect_uri)
 
     @classmethod
     def resolve(cls, configured: str | None) -> Store:
@@ -120,7 +234,7 @@ class Store:
     def existing(cls, configured: str | None) -> Store:
         """For commands that read: the store, which must exist or answer."""
         store = cls.resolve(configured)
-        check_reachable(store.uri)
+        check_reachable(store.connect_uri)
         return store
 
     def __repr__(self) -> str:
@@ -140,8 +254,8 @@ class Store:
         saved = (tracking_utils._tracking_uri, registry_utils._registry_uri)
         variables = {v: os.environ.get(v) for v in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
         experiment = fluent._active_experiment_id
-        tracking_utils.set_tracking_uri(self.uri)
-        registry_utils.set_registry_uri(self.uri)
+        tracking_utils.set_tracking_uri(self.connect_uri)
+        registry_utils.set_registry_uri(self.connect_uri)
         if experiment_id is not None:
             fluent._active_experiment_id = experiment_id
         try:
@@ -159,10 +273,10 @@ class Store:
     # --- experiments ---------------------------------------------------------------
 
     def open_experiment(self, name: str) -> str:
-        """Create the store and the experiment if needed, in this process, before any
-        training (a fresh SQLite store migrated by several processes at once fails);
-        return the experiment's id."""
+        """Create the store (create_sqlite_store) and the experiment if needed, in this
+        process, before any training; return the experiment's id."""
         from mlflow.exceptions import MlflowException
+        from sqlalchemy.exc import SQLAlchemyError
 
         db = sqlite_path(self.uri)
         artifact_location = None
@@ -181,6 +295,16 @@ class Store:
                 )
         except MlflowException as err:
             raise StoreError(f"cannot open the MLflow store {self.uri}: {err.message}") from err
+        except SQLAlchemyError as err:  # e.g. a store left half-made by MLflow or an older happysad
+            hint = (
+                f": if a first run was stopped while it created the store, move {db} aside and "
+                "run again"
+                if db is not None
+                else ""
+            )
+            raise StoreError(
+                f"cannot open the MLflow store {self.uri} ({_first_line(err)}){hint}"
+            ) from err
         if experiment.lifecycle_stage == "deleted":
             raise StoreError(
                 f"the MLflow experiment '{name}' is deleted in {self.uri}: restore it with "

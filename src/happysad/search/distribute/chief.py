@@ -16,6 +16,7 @@ loopback unless told otherwise, and must only ever be reachable on a private net
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -27,7 +28,12 @@ from happysad.search import kt_internals
 from happysad.search.budget import Budget
 from happysad.search.distribute.workers import LocalWorkers, RayWorkers, Workers
 from happysad.tracking import names
-from happysad.tracking.store import quiet_run_links
+from happysad.tracking.store import (
+    PASSWORD_VARIABLE,
+    USERNAME_VARIABLE,
+    quiet_run_links,
+    without_credentials,
+)
 
 log = logging.getLogger("happysad")
 
@@ -80,7 +86,8 @@ def search(
         keep_to_budget(tuner.oracle, budget, [r.seconds for r in previous if r.seconds])
         # Read by every worker as it joins: their trials stop at the same time.
         sweep.tag_sweep({names.DEADLINE: repr(budget.deadline)})
-    tracking_uri = server.wait_until_up() if server is not None else sweep.store.uri
+    tracking_uri = server.wait_until_up() if server is not None else sweep.store.connect_uri
+    shown = without_credentials(tracking_uri)
     with kt_internals.serving_oracle(tuner.oracle, d.host, d.port or free_port(d.host)) as (
         servicer,
         port,
@@ -91,23 +98,28 @@ def search(
             "happysad.worker",
             "--chief",
             f"{d.host}:{port}",
-            "--tracking-uri",
-            tracking_uri,
             "--sweep-run",
             sweep.run_id,
             "--connect-timeout",
             str(d.connect_timeout),
         ]
         if d.mode is DistributedMode.ray:
-            workers = RayWorkers(cfg, command, folder)
+            workers = RayWorkers(cfg, command, folder, tracking_uri)
         else:
             gpus = len(tf.config.list_physical_devices("GPU"))
-            workers = LocalWorkers(cfg, command, folder, gpus)
+            workers = LocalWorkers(cfg, command, folder, tracking_uri, gpus)
+        credentials = shown != tracking_uri or USERNAME_VARIABLE in os.environ
         log.info(
-            f"distributed: oracle on {d.host}:{port}, MLflow over {tracking_uri}; "
+            f"distributed: oracle on {d.host}:{port}, MLflow over {shown}; "
             f"{d.workers} workers of {workers.share} each; their logs: {folder}/; "
             f"more join with: python -m happysad.worker --chief {d.host}:{port} "
-            f"--tracking-uri {tracking_uri} --sweep-run {sweep.run_id} --id <a new id>"
+            f"--tracking-uri {shown} --sweep-run {sweep.run_id} --id <a new id>"
+            + (
+                f" (the store's credentials in MLFLOW_TRACKING_URI, or {USERNAME_VARIABLE} and "
+                f"{PASSWORD_VARIABLE}, never on a command line)"
+                if credentials
+                else ""
+            )
         )
         try:
             workers.start_all()

@@ -101,10 +101,12 @@ def work(args, me: str) -> None:
     uri = args.tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
     if not uri:
         raise ConfigError("give the sweep's tracking server: --tracking-uri or MLFLOW_TRACKING_URI")
-    log.info(f"happysad worker {me}: chief {args.chief}, MLflow {uri}, sweep run {args.sweep_run}")
-    reach_store(uri, args.connect_timeout)
+    store = Store(uri)  # a server's credentials in the URI move to MLflow's variables
+    log.info(
+        f"happysad worker {me}: chief {args.chief}, MLflow {store.uri}, sweep run {args.sweep_run}"
+    )
+    reach_store(store.connect_uri, args.connect_timeout)
     reach_chief(args.chief, args.connect_timeout)
-    store = Store(uri)
     cfg, run = sweep_config(store, args.sweep_run, args.overrides)
     images = dataset.load(cfg.data)
     expected = run.data.tags.get(names.DATA_DIGEST)
