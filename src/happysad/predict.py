@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import glob
 import json
 import logging
 import os
@@ -30,8 +29,10 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from happysad.data.listing import expand  # noqa: E402
 from happysad.errors import HappysadError  # noqa: E402
 from happysad.results.annotate import annotate_all  # noqa: E402
+from happysad.serving.images import Unusable, read_file  # noqa: E402
 from happysad.tracking.store import (
     Store,  # noqa: E402
     add_store_option,  # noqa: E402
@@ -43,33 +44,6 @@ CHUNK = 512  # files read and predicted at a time, so a huge folder never sits i
 MAX_PIXELS = 40_000_000  # pictures declaring more are not annotated (data.max_pixels' default)
 
 log = logging.getLogger("happysad")
-
-
-def expand(patterns: list[str]) -> tuple[list[str], list[dict[str, Any]]]:
-    """The files the PATH arguments name, and an error row for each that names none."""
-    files, missing = [], []
-    for pattern in patterns:
-        path = Path(pattern)
-        if path.is_dir():
-            files += sorted(
-                str(p)
-                for p in path.rglob("*")
-                if p.is_file()
-                and not any(part.startswith(".") for part in p.relative_to(path).parts)
-            )
-        elif path.is_file():
-            files.append(pattern)
-        else:
-            matches = sorted(m for m in glob.glob(pattern, recursive=True) if Path(m).is_file())
-            if matches:
-                files += matches
-            else:
-                missing.append(
-                    _row(
-                        pattern, error="no such file or folder, and no file matches it as a pattern"
-                    )
-                )
-    return files, missing
 
 
 def load_model(uri: str, tracking_uri: str | None = None):
@@ -98,10 +72,10 @@ def predict(
         images, readable = [], []
         for place, path in enumerate(chunk):
             try:
-                images.append(Path(path).read_bytes())
+                images.append(read_file(path))
                 readable.append(place)
-            except OSError as err:
-                answered[place].append(_row(path, error=f"unreadable: {err.strerror}"))
+            except Unusable as err:
+                answered[place].append(_row(path, error=str(err)))
         if images:
             answers = model.predict(
                 pd.DataFrame({"image": images}), params={"faces": faces, "no_face": no_face}
@@ -187,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
 
     uri = resolve_tracking_uri(args.tracking_uri)
     print(f"MLflow store: {uri}", file=sys.stderr)
-    files, missing = expand(args.paths)
+    files, notes = expand(args.paths)
+    missing = [_row(path, error=reason) for path, reason in notes]
     try:
         model = load_model(args.model, uri)
     except HappysadError as err:

@@ -8,13 +8,14 @@ that colour, so both stay readable on light and dark pictures alike.
 
 from __future__ import annotations
 
+import io
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
-from happysad.serving.images import Unusable, open_picture
+from happysad.serving.images import Unusable, open_picture, read_file
 
 COLORS = {"happy": (214, 120, 0), "sad": (30, 90, 200), None: (110, 110, 110)}
 KEEP_FORMAT = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG"}
@@ -55,8 +56,8 @@ def annotate_all(rows: list[dict[str, Any]], folder: Path, max_pixels: int) -> i
     written = 0
     for path, picture_rows in by_path.items():
         try:
-            image, factor = open_picture(path, max_pixels)
-        except (Unusable, OSError):
+            image, factor = open_picture(io.BytesIO(read_file(path)), max_pixels)
+        except Unusable:
             continue  # its row already says why
         stem, ext = Path(path).stem, Path(path).suffix.lower()
         ext = ext if ext in KEEP_FORMAT else ".png"
