@@ -31,7 +31,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from happysad.data.listing import expand  # noqa: E402
 from happysad.errors import HappysadError  # noqa: E402
-from happysad.results.annotate import annotate_all  # noqa: E402
+from happysad.results.annotate import annotate_all, check_folder  # noqa: E402
 from happysad.serving.images import Unusable, read_file  # noqa: E402
 from happysad.tracking.store import (
     Store,  # noqa: E402
@@ -164,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     files, notes = expand(args.paths)
     missing = [_row(path, error=reason) for path, reason in notes]
     try:
+        if args.annotate:
+            check_folder(args.annotate, files)
         model = load_model(args.model, uri)
     except HappysadError as err:
         print(f"error: {err}", file=sys.stderr)

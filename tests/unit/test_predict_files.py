@@ -13,6 +13,9 @@ import pytest
 from PIL import Image
 
 from happysad.data.listing import NO_MATCH, expand
+from happysad.errors import ConfigError
+from happysad.results.annotate import annotate_all, check_folder
+from happysad.results.files import fitting_name, write_new
 from happysad.serving.images import Unusable, read_file
 
 
@@ -39,7 +42,7 @@ def _within(seconds: float, call, *args):
 
 def _picture(path: Path, size: int = 8) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.new("RGB", (size, size), (200, 30, 30)).save(path)
+    Image.new("RGB", (size, size), (200, 30, 30)).save(path, format="PNG")
     return path
 
 
@@ -136,3 +139,86 @@ def test_read_file_reads_only_the_header_of_what_is_not_an_image(tmp_path):
     with pytest.raises(Unusable, match="^not an image Pillow can read$"):
         read_file(str(big))
     assert read_bytes() - before < 1024 * 1024
+
+
+def _whole(path: Path, label: str = "happy") -> dict:
+    """The row predict gives a picture classified whole."""
+    return {
+        "path": str(path),
+        "face": None,
+        "x": 0,
+        "y": 0,
+        "width": 8,
+        "height": 8,
+        "label": label,
+        "probability": 0.9,
+        "error": None,
+    }
+
+
+def test_annotations_never_replace_a_file_nor_follow_a_link(tmp_path):
+    album = tmp_path / "album"
+    png, gif = _picture(album / "pic.png"), _picture(album / "pic.gif")
+    other = _picture(album / "other" / "pic.png")
+    long = _picture(album / ("é" * 126 + "x.b"))  # 255 bytes, the most a name may have
+    seen = tmp_path / "seen"
+    seen.mkdir()
+    (tmp_path / "notes.txt").write_text("my notes")
+    (seen / "pic.png").write_text("a file of the user's")
+    (seen / "pic-1.png").symlink_to(tmp_path / "notes.txt")
+    (seen / "pic-2.png").symlink_to(tmp_path / "nothing.txt")
+    rows = [_whole(p) for p in (png, gif, other, long)]
+    rows.append({**_whole(album / "pipe.png"), "error": "a named pipe (FIFO)"})
+    os.mkfifo(album / "pipe.png")
+
+    assert _within(30, annotate_all, rows, seen, 10**6) == 4
+    assert (seen / "pic.png").read_text() == "a file of the user's"
+    assert (tmp_path / "notes.txt").read_text() == "my notes"
+    assert not (tmp_path / "nothing.txt").exists()
+    made = sorted(p.name for p in seen.iterdir() if not p.is_symlink())
+    # Annotated as a PNG, its name would be 257 bytes: shortened, keeping the extension.
+    short = "é" * 125 + ".png"
+    assert made == sorted(["pic.png", "pic-3.png", "pic-4.png", "pic-5.png", short])
+    for name in made:
+        if name != "pic.png":
+            with Image.open(seen / name) as image:
+                assert image.size == (8, 8) and image.format == "PNG"
+    assert [p.name for p in seen.iterdir() if p.name.startswith(".")] == []  # no temporary
+
+
+def test_a_new_file_is_whole_or_absent(tmp_path):
+    def fails(f):
+        f.write(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        write_new(tmp_path, "out.png", fails)
+    assert list(tmp_path.iterdir()) == []
+    assert write_new(tmp_path, "out.png", lambda f: f.write(b"whole")).name == "out.png"
+    assert write_new(tmp_path, "out.png", lambda f: f.write(b"again")).name == "out-1.png"
+    assert [p.name for p in sorted(tmp_path.iterdir())] == ["out-1.png", "out.png"]
+    assert fitting_name(tmp_path, "x" * 1000, ".png") == "x" * 251 + ".png"
+
+
+def test_an_annotation_folder_that_holds_an_input_is_refused(tmp_path, monkeypatch, capsys):
+    from happysad.predict import main
+
+    album = tmp_path / "album"
+    pic = _picture(album / "sub" / "pic.png")
+    before = pic.read_bytes()
+    check_folder(tmp_path / "seen", [str(pic)])
+    for folder in (album, album / "sub", tmp_path / "link"):
+        (tmp_path / "link").unlink(missing_ok=True)
+        (tmp_path / "link").symlink_to(album)
+        with pytest.raises(ConfigError, match=f"^--annotate {folder} holds the input picture"):
+            check_folder(folder, [str(pic)])
+    with pytest.raises(ConfigError, match="is a file, not a folder"):
+        check_folder(pic, [])
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'none.db'}")
+    assert main([str(album), "--annotate", str(album)]) == 2
+    assert capsys.readouterr().err.endswith(
+        f"error: --annotate {album} holds the input picture {pic}: name a folder for the "
+        "annotated copies that holds none of the pictures (nothing was written)\n"
+    )
+    assert [p.name for p in album.rglob("*")] == ["sub", "pic.png"]
+    assert pic.read_bytes() == before
