@@ -4,6 +4,8 @@ annotation or a results file never replaces a file it should not."""
 
 from __future__ import annotations
 
+import csv
+import json
 import os
 import socket
 import threading
@@ -15,7 +17,7 @@ from PIL import Image
 from happysad.data.listing import NO_MATCH, expand
 from happysad.errors import ConfigError
 from happysad.results.annotate import annotate_all, check_folder
-from happysad.results.files import fitting_name, write_new
+from happysad.results.files import RowsFile, fitting_name, write_new
 from happysad.serving.images import Unusable, read_file
 
 
@@ -141,7 +143,7 @@ def test_read_file_reads_only_the_header_of_what_is_not_an_image(tmp_path):
     assert read_bytes() - before < 1024 * 1024
 
 
-def _whole(path: Path, label: str = "happy") -> dict:
+def _whole(path: Path | str, label: str = "happy") -> dict:
     """The row predict gives a picture classified whole."""
     return {
         "path": str(path),
@@ -222,3 +224,55 @@ def test_an_annotation_folder_that_holds_an_input_is_refused(tmp_path, monkeypat
     )
     assert [p.name for p in album.rglob("*")] == ["sub", "pic.png"]
     assert pic.read_bytes() == before
+
+
+FIELDS = ["path", "face", "x", "y", "width", "height", "label", "probability", "error"]
+
+
+def test_a_results_file_replaces_the_old_one_only_when_complete(tmp_path):
+    out = tmp_path / "out.csv"
+    out.write_text("old results\n")
+    rows = [
+        {**_whole('=HYPERLINK("http://x")'), "x": -3},
+        {**_whole("caf\udce9\n.png"), "label": None, "error": "@SUM(1)"},
+        _whole("+1.png"),
+        _whole("-1.png"),
+        _whole("\tx.png"),
+        _whole("é.png"),
+    ]
+    written = RowsFile(out, FIELDS)
+    written.add(rows)
+    assert out.read_text() == "old results\n"
+    assert written.finish() == out
+    with open(out, newline="", encoding="utf-8") as f:
+        cells = list(csv.reader(f))
+    assert cells[0] == FIELDS
+    assert [row[0] for row in cells[1:]] == [
+        '\'=HYPERLINK("http://x")',
+        "caf\\xe9\\x0a.png",
+        "'+1.png",
+        "'-1.png",
+        "\\x09x.png",  # control characters are escaped: no tab starts the cell
+        "é.png",
+    ]
+    assert cells[1][1:] == ["", "-3", "0", "8", "8", "happy", "0.9", ""]  # numbers as they are
+    assert cells[2][6:] == ["", "0.9", "'@SUM(1)"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.csv"]  # no temporary left
+
+
+def test_interrupted_results_are_kept_beside_the_untouched_file(tmp_path):
+    out, real = tmp_path / "out.json", tmp_path / "real.json"
+    real.write_text("[]\n")
+    out.symlink_to(real)
+    kept = []
+    for _ in range(2):
+        partial = RowsFile(out, FIELDS)
+        partial.add([_whole(Path("a.png")), _whole(Path("b.png"))])
+        kept.append(partial.keep_partial())
+    assert [p.name for p in kept] == ["real.json.partial", "real.json-1.partial"]
+    assert real.read_text() == "[]\n" and out.is_symlink()
+    assert [r["path"] for r in json.loads(kept[1].read_text())] == ["a.png", "b.png"]
+    RowsFile(out, FIELDS).finish()  # a link to the file: the file is replaced, the link kept
+    assert json.loads(real.read_text()) == [] and out.is_symlink()
+    empty = RowsFile(tmp_path / "none.csv", FIELDS).keep_partial()
+    assert empty.read_bytes() == ",".join(FIELDS).encode() + b"\r\n"

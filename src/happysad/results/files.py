@@ -3,19 +3,24 @@
 `write_new` puts a new file in a folder under a name nobody holds (pic.png taken:
 pic-1.png), whole or not at all: it is written under a temporary name and linked to
 its own name only when complete, which fails rather than replaces when the name is
-taken, by a file or a link.
+taken, by a file or a link. `RowsFile` writes the rows of a command's `--output`
+beside it and renames them onto it only when complete; interrupted, the rows written
+so far are kept in FILE.partial. Text goes out as UTF-8 whatever the file names hold,
+and a CSV cell that a spreadsheet would run as a formula is quoted.
 """
 
 from __future__ import annotations
 
 import contextlib
+import csv
 import errno
 import itertools
+import json
 import os
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 NAME_MAX = 255  # bytes in a file name, where the file system does not say
 # Errors of os.link where the file system has no hard links: claim the name instead.
@@ -83,3 +88,82 @@ def _place(temporary: Path, folder: Path, stem: str, ext: str) -> Path:
         os.replace(temporary, target)  # onto the empty file just claimed: ours
         return target
     raise AssertionError("unreachable")
+
+
+def printable(text: str) -> str:
+    """Text as UTF-8 can carry it: bytes of a file name that are not UTF-8 (which Python
+    holds as lone surrogates) and control characters as backslash escapes."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raw = text.encode("utf-8", "backslashreplace")
+    text = raw.decode("utf-8", "backslashreplace")
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        text = "".join(c if 32 <= ord(c) != 127 else f"\\x{ord(c):02x}" for c in text)
+    return text
+
+
+def spreadsheet_safe(text: str) -> str:
+    """A CSV cell a spreadsheet will show, not run: text starting with = + - @ (or a tab
+    or carriage return) gets a leading single quote, as OWASP advises."""
+    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+
+
+class RowsFile:
+    """The rows of `--output FILE` (.csv or .json), written as they come to a temporary
+    file beside FILE; `finish` renames it onto FILE, `keep_partial` keeps what was
+    written as FILE.partial. FILE itself is untouched until `finish`."""
+
+    def __init__(self, path: Path, fields: list[str]):
+        self.path = path
+        self.target = Path(os.path.realpath(path))  # a link to the file: write the file
+        self.fields = fields
+        self.json = self.target.suffix.lower() == ".json"
+        self.count = 0
+        self.temporary = _temporary(self.target.parent)
+        self._file = open(self.temporary, "w", encoding="utf-8", newline="")
+        if self.json:
+            self._file.write("[")
+        else:
+            self._csv = csv.writer(self._file)
+            self._csv.writerow(fields)
+        self._file.flush()
+
+    def add(self, rows: Iterable[dict[str, Any]]) -> None:
+        for row in rows:
+            if self.json:
+                values = {k: _text(row.get(k), printable) for k in self.fields}
+                self._file.write(("," if self.count else "") + "\n  " + json.dumps(values))
+            else:
+                self._csv.writerow(_text(row.get(k), _cell) for k in self.fields)
+            self.count += 1
+        self._file.flush()
+
+    def finish(self) -> Path:
+        self._close()
+        os.replace(self.temporary, self.target)
+        return self.path
+
+    def keep_partial(self) -> Path:
+        """The rows written so far, complete (a .json one a valid list), as FILE.partial
+        (or the first free FILE-N.partial)."""
+        self._close()
+        try:
+            return _place(self.temporary, self.target.parent, self.target.name, ".partial")
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.temporary)
+
+    def _close(self) -> None:
+        if not self._file.closed:
+            if self.json:
+                self._file.write("\n]\n" if self.count else "]\n")
+            self._file.close()
+
+
+def _cell(text: str) -> str:
+    return spreadsheet_safe(printable(text))
+
+
+def _text(value: Any, escape: Callable[[str], str]) -> Any:
+    return escape(value) if isinstance(value, str) else value
