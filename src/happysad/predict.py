@@ -29,6 +29,7 @@ import logging
 import os
 import sys
 from collections.abc import Iterator
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
@@ -193,7 +194,7 @@ def _run(args: argparse.Namespace, uri: str) -> int:
     width = max((len(printable(p)) for p in [*files, *(r["path"] for r in missing)]), default=0)
     rows: list[dict[str, Any]] = []
     try:
-        for chunk in [*predict_chunks(files, model, args.faces, args.no_face), missing]:
+        for chunk in chain(predict_chunks(files, model, args.faces, args.no_face), [missing]):
             for row in chunk:
                 print(show(row, width))
             sys.stdout.flush()
