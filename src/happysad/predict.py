@@ -12,6 +12,12 @@ classified whole; a file that cannot be read gets its own line with the reason.
 writes the lines as CSV or JSON, by the file's extension. The exit status is non-zero
 only if nothing could be predicted.
 
+Nothing is lost or overwritten: annotated pictures are new files (a DIR holding an
+input is refused); `--output` replaces FILE only when complete, and Ctrl-C keeps the
+rows done so far in FILE.partial (exit status 130). A FIFO, a socket, a device or a
+folder where a picture is expected, and a link loop, get a line with the reason: no
+path hangs predict or is read twice.
+
 How pictures are prepared (face finding, crop, image size, color mode) is the model's
 own: it travels with the model. A model trained on whole pictures gets them whole.
 """
@@ -19,19 +25,21 @@ own: it travels with the model. A model trained on whole pictures gets them whol
 from __future__ import annotations
 
 import argparse
-import csv
-import glob
-import json
 import logging
 import os
 import sys
+from collections.abc import Iterator
+from itertools import chain
 from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from happysad.errors import HappysadError  # noqa: E402
-from happysad.results.annotate import annotate_all  # noqa: E402
+from happysad.data.listing import expand  # noqa: E402
+from happysad.errors import ConfigError, HappysadError  # noqa: E402
+from happysad.results.annotate import annotate_all, check_folder  # noqa: E402
+from happysad.results.files import RowsFile, printable  # noqa: E402
+from happysad.serving.images import Unusable, read_file  # noqa: E402
 from happysad.tracking.store import (
     Store,  # noqa: E402
     add_store_option,  # noqa: E402
@@ -44,33 +52,6 @@ CHUNK = 512  # files read and predicted at a time, so a huge folder never sits i
 MAX_PIXELS = 40_000_000  # pictures declaring more are not annotated (data.max_pixels' default)
 
 log = logging.getLogger("happysad")
-
-
-def expand(patterns: list[str]) -> tuple[list[str], list[dict[str, Any]]]:
-    """The files the PATH arguments name, and an error row for each that names none."""
-    files, missing = [], []
-    for pattern in patterns:
-        path = Path(pattern)
-        if path.is_dir():
-            files += sorted(
-                str(p)
-                for p in path.rglob("*")
-                if p.is_file()
-                and not any(part.startswith(".") for part in p.relative_to(path).parts)
-            )
-        elif path.is_file():
-            files.append(pattern)
-        else:
-            matches = sorted(m for m in glob.glob(pattern, recursive=True) if Path(m).is_file())
-            if matches:
-                files += matches
-            else:
-                missing.append(
-                    _row(
-                        pattern, error="no such file or folder, and no file matches it as a pattern"
-                    )
-                )
-    return files, missing
 
 
 def load_model(uri: str, tracking_uri: str | None = None):
@@ -89,20 +70,29 @@ def predict(
     files: list[str], model, faces: str = "all", no_face: str = "say"
 ) -> list[dict[str, Any]]:
     """One row per face (or per picture) of each file, in the order of `files`."""
+    return [row for rows in predict_chunks(files, model, faces, no_face) for row in rows]
+
+
+def predict_chunks(
+    files: list[str], model, faces: str = "all", no_face: str = "say"
+) -> Iterator[list[dict[str, Any]]]:
+    """The rows of `files`, a chunk of files at a time: 1, 2, 4, ... up to CHUNK, so the
+    first lines come at once and a huge folder never sits in memory."""
     import pandas as pd
 
-    rows: list[dict[str, Any]] = []
-    for start in range(0, len(files), CHUNK):
-        chunk = files[start : start + CHUNK]
+    start, size = 0, 1
+    while start < len(files):
+        chunk = files[start : start + size]
+        start, size = start + size, min(2 * size, CHUNK)
         # The rows of each file of the chunk, by its place (a file may be named twice).
         answered: list[list[dict[str, Any]]] = [[] for _ in chunk]
         images, readable = [], []
         for place, path in enumerate(chunk):
             try:
-                images.append(Path(path).read_bytes())
+                images.append(read_file(path))
                 readable.append(place)
-            except OSError as err:
-                answered[place].append(_row(path, error=f"unreadable: {err.strerror}"))
+            except Unusable as err:
+                answered[place].append(_row(path, error=str(err)))
         if images:
             answers = model.predict(
                 pd.DataFrame({"image": images}), params={"faces": faces, "no_face": no_face}
@@ -113,9 +103,11 @@ def predict(
                 answered[place].append(
                     _row(chunk[place], **{k: _value(answer.get(k)) for k in FIELDS[1:]})
                 )
-        for place, path in enumerate(chunk):
-            rows += answered[place] or [_row(path, error="the model gave no answer")]
-    return rows
+        yield [
+            row
+            for place, path in enumerate(chunk)
+            for row in answered[place] or [_row(path, error="the model gave no answer")]
+        ]
 
 
 def _value(value: Any) -> Any:
@@ -127,18 +119,10 @@ def _value(value: Any) -> Any:
     return value
 
 
-def write(rows: list[dict[str, Any]], output: Path) -> None:
-    if output.suffix.lower() == ".csv":
-        with open(output, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=FIELDS)
-            writer.writeheader()
-            writer.writerows(rows)
-    else:
-        output.write_text(json.dumps(rows, indent=2) + "\n")
-
-
 def show(row: dict[str, Any], width: int) -> str:
-    """One console line: path, face and box, then the label or the reason."""
+    """One console line: path, face and box, then the label or the reason (any text as
+    UTF-8 can carry it: a file name that is not UTF-8 gets backslash escapes)."""
+    row = {k: printable(v) if isinstance(v, str) else v for k, v in row.items()}
     where = ""
     if row["x"] is not None:
         box = f"{row['x']},{row['y']} {row['width']}x{row['height']}"
@@ -188,18 +172,50 @@ def main(argv: list[str] | None = None) -> int:
 
     uri = resolve_tracking_uri(args.tracking_uri)
     print(f"MLflow store: {without_credentials(uri)}", file=sys.stderr)
-    files, missing = expand(args.paths)
     try:
+        return _run(args, uri)
+    except KeyboardInterrupt:
+        print("Interrupted: no file was left half-written.", file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace, uri: str) -> int:
+    """predict as the arguments say; the lines printed (and written to --output) as
+    each chunk of pictures is done."""
+    files, notes = expand(args.paths)
+    missing = [_row(path, error=reason) for path, reason in notes]
+    try:
+        if args.annotate:
+            check_folder(args.annotate, files)
         model = load_model(args.model, uri)
+        output = _open_output(args.output) if args.output else None
     except HappysadError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    rows = predict(files, model, args.faces, args.no_face) + missing
-    width = max((len(r["path"]) for r in rows), default=0)
-    for r in rows:
-        print(show(r, width))
-    if args.output:
-        write(rows, args.output)
+    width = max((len(printable(p)) for p in [*files, *(r["path"] for r in missing)]), default=0)
+    rows: list[dict[str, Any]] = []
+    try:
+        for chunk in chain(predict_chunks(files, model, args.faces, args.no_face), [missing]):
+            for row in chunk:
+                print(show(row, width))
+            sys.stdout.flush()
+            if output:
+                output.add(chunk)
+            rows += chunk
+        if output:
+            output.finish()
+    except BaseException as stop:
+        if output is None:
+            raise
+        kept = output.keep_partial()
+        print(
+            f"{'Interrupted' if isinstance(stop, KeyboardInterrupt) else 'Stopped by an error'}: "
+            f"the {output.count} rows done so far are in {kept}; {args.output} was not changed.",
+            file=sys.stderr,
+        )
+        if isinstance(stop, KeyboardInterrupt):
+            return 130
+        raise
     if args.annotate:
         written = annotate_all(rows, args.annotate, max_pixels=MAX_PIXELS)
         print(f"{written} annotated pictures in {args.annotate}", file=sys.stderr)
@@ -211,6 +227,19 @@ def main(argv: list[str] | None = None) -> int:
         file=sys.stderr,
     )
     return 0 if done else 1
+
+
+def _open_output(path: Path) -> RowsFile:
+    """The --output file's writer, or a ConfigError before any picture is read."""
+    if path.is_dir():
+        raise ConfigError(f"--output {path} is a folder: name a .csv or .json file")
+    try:
+        return RowsFile(path, FIELDS)
+    except OSError as err:
+        raise ConfigError(
+            f"--output {path} cannot be written ({err.strerror}): name a file in a folder "
+            "that exists and that you may write to"
+        ) from err
 
 
 if __name__ == "__main__":

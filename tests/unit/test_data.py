@@ -45,6 +45,21 @@ def test_splits_are_stratified_and_reproducible(tmp_path):
     assert load_folder(folder, seed=2, **SPLIT).test.paths != a.test.paths
 
 
+def test_link_loops_and_fifos_in_a_class_folder_neither_hang_nor_repeat(tmp_path):
+    folder = class_folders(tmp_path / "faces")
+    (folder / "happy" / "again").symlink_to(".")
+    more = tmp_path / "more-sad"
+    more.mkdir()
+    for i in range(5):
+        noise(2000 + i).save(more / f"{i}.png")
+    (folder / "sad" / "more").symlink_to(more)
+    os.mkfifo(folder / "sad" / "pipe.png")
+    data = load_folder(folder, seed=1, **SPLIT)
+    paths = data.train.paths + data.val.paths + data.test.paths
+    assert len(paths) == 30 + 5, "each picture once, the linked folder's too"
+    assert not any("again" in p for p in paths)
+
+
 def test_given_train_and_test_folders_are_kept_and_validation_comes_from_train(tmp_path):
     class_folders(tmp_path / "faces" / "train", happy=20, sad=10)
     class_folders(tmp_path / "faces" / "test", happy=0, sad=0)

@@ -159,9 +159,11 @@ def _ignored(name: str) -> bool:
 
 def _files(folder: Path) -> list[tuple[str, os.stat_result]]:
     """Every file below a class folder with its stat, hidden files and folders left out.
+    Links to folders are followed, each real folder entered once, so a link loop ends.
     Plain strings and scandir: on 15,000 files pathlib costs more than the cached load."""
     out = []
     pending = [str(folder)]
+    entered = {(found.st_dev, found.st_ino) for found in [os.stat(folder)]}
     while pending:
         with os.scandir(pending.pop()) as listing:
             items = sorted(listing, key=lambda e: e.name)
@@ -169,7 +171,10 @@ def _files(folder: Path) -> list[tuple[str, os.stat_result]]:
             if _ignored(item.name):
                 continue
             if item.is_dir():
-                pending.append(item.path)
+                found = item.stat()
+                if (found.st_dev, found.st_ino) not in entered:
+                    entered.add((found.st_dev, found.st_ino))
+                    pending.append(item.path)
             elif item.is_file():
                 out.append((item.path, item.stat()))
     return sorted(out, key=lambda f: f[0])

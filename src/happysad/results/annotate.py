@@ -8,13 +8,18 @@ that colour, so both stay readable on light and dark pictures alike.
 
 from __future__ import annotations
 
+import io
+import os
 from collections import defaultdict
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from PIL import Image, ImageDraw, ImageFont
 
-from happysad.serving.images import Unusable, open_picture
+from happysad.errors import ConfigError
+from happysad.results.files import write_new
+from happysad.serving.images import Unusable, open_picture, read_file
 
 COLORS = {"happy": (214, 120, 0), "sad": (30, 90, 200), None: (110, 110, 110)}
 KEEP_FORMAT = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG"}
@@ -45,27 +50,42 @@ def annotate(image: Image.Image, rows: list[dict[str, Any]], factor: float = 1.0
     return image
 
 
+def check_folder(folder: Path, inputs: list[str]) -> None:
+    """ConfigError unless `folder` can take annotated pictures: a folder (or nothing yet)
+    that holds none of the input pictures, at any depth, since a copy beside its
+    original would be read as an input the next time."""
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(
+            f"--annotate {folder} is a file, not a folder: name a folder for the annotated pictures"
+        )
+    inside = os.path.realpath(folder)
+    for path in inputs:
+        real = os.path.realpath(path)
+        if os.path.commonpath([inside, real]) == inside:
+            raise ConfigError(
+                f"--annotate {folder} holds the input picture {path}: name a folder for the "
+                "annotated copies that holds none of the pictures (nothing was written)"
+            )
+
+
 def annotate_all(rows: list[dict[str, Any]], folder: Path, max_pixels: int) -> int:
-    """Every readable picture among the rows, annotated into `folder`; how many."""
+    """Every readable picture among the rows, annotated into `folder`; how many. Each is a
+    new file (pic.png taken, by anything: pic-1.png), written whole or not at all."""
     folder.mkdir(parents=True, exist_ok=True)
     by_path: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row in rows:
         by_path[row["path"]].append(row)
-    used: set[str] = set()
     written = 0
     for path, picture_rows in by_path.items():
         try:
-            image, factor = open_picture(path, max_pixels)
-        except (Unusable, OSError):
+            image, factor = open_picture(io.BytesIO(read_file(path)), max_pixels)
+        except Unusable:
             continue  # its row already says why
-        stem, ext = Path(path).stem, Path(path).suffix.lower()
-        ext = ext if ext in KEEP_FORMAT else ".png"
-        name, n = stem + ext, 2
-        while name in used:  # the same file name from two folders
-            name, n = f"{stem}-{n}{ext}", n + 1
-        used.add(name)
+        stem, ext = os.path.splitext(os.path.basename(path))
+        ext = ext.lower() if ext.lower() in KEEP_FORMAT else ".png"
         out = annotate(image, picture_rows, factor)
-        out.save(folder / name, KEEP_FORMAT[ext], **({"quality": 92} if ext != ".png" else {}))
+        options = {"quality": 92} if ext != ".png" else {}
+        write_new(folder, stem + ext, partial(out.save, format=KEEP_FORMAT[ext], **options))
         written += 1
     return written
 

@@ -2,6 +2,9 @@
 
 `open_image` reads whatever Pillow can read, whatever its extension says, and
 raises `Unusable` with a short reason for what cannot serve as a training image.
+`read_file` gives a picture file's bytes, never opening what is not a regular file
+(a FIFO, a socket, a device, a folder) and reading the whole file only once its header
+is an image's.
 `Preprocessing` turns it into a uint8 array of the configured size and color mode;
 it is saved with every model so that prediction prepares images the same way.
 """
@@ -9,6 +12,9 @@ it is saved with every model so that prediction prepares images the same way.
 from __future__ import annotations
 
 import hashlib
+import os
+import stat
+import warnings
 from dataclasses import asdict, dataclass
 from typing import IO, Any
 
@@ -86,6 +92,70 @@ class Preprocessing:
     def crop(self, image: Image.Image, face: Face) -> np.ndarray:
         """One face of the picture, framed by data.face_margin, as the model's input array."""
         return self.whole(image.crop(crop_box(face, self.face_margin, image.size)))
+
+
+def read_file(path: str) -> bytes:
+    """The bytes of a picture file; raises Unusable with the reason for anything else.
+
+    What is not a regular file is never opened (opening a FIFO for reading waits for a
+    writer for ever); it is checked again on the opened file, in case it was swapped in
+    between. Only the header is read until Pillow recognises an image format in it.
+    """
+    try:
+        found = os.stat(path)
+    except OSError as err:
+        if os.path.islink(path):
+            raise Unusable(f"a link that leads nowhere ({err.strerror})") from err
+        raise Unusable(f"unreadable: {err.strerror}") from err
+    _regular(found.st_mode)
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError as err:
+        raise Unusable(f"unreadable: {err.strerror}") from err
+    with os.fdopen(fd, "rb") as f:
+        opened = os.fstat(f.fileno())
+        _regular(opened.st_mode)
+        if opened.st_size == 0:
+            raise Unusable("empty file")
+        try:
+            with os.fdopen(os.dup(f.fileno()), "rb") as header:  # Pillow closes what it opened
+                _check_header(header)
+            f.seek(0)
+            return f.read()
+        except OSError as err:
+            raise Unusable(f"unreadable: {err.strerror or err}") from err
+
+
+def _regular(mode: int) -> None:
+    """Nothing for a regular file; Unusable saying what it is otherwise."""
+    if stat.S_ISREG(mode):
+        return
+    kind = (
+        "a folder"
+        if stat.S_ISDIR(mode)
+        else "a named pipe (FIFO)"
+        if stat.S_ISFIFO(mode)
+        else "a socket"
+        if stat.S_ISSOCK(mode)
+        else "a device"
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode)
+        else "not a regular file"
+    )
+    raise Unusable(f"{kind}, not a picture file: not opened")
+
+
+def _check_header(f: IO[bytes]) -> None:
+    """Unusable unless Pillow recognises an image format in the file's first bytes
+    (it reads only the header). A recognised image that is too large or corrupt is
+    left for the decoder to describe."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            Image.open(f).close()
+    except UnidentifiedImageError as err:
+        raise Unusable("not an image Pillow can read") from err
+    except (Image.DecompressionBombError, OSError, ValueError, SyntaxError, EOFError):
+        pass
 
 
 def open_image(source: str | IO[bytes], max_pixels: int) -> Image.Image:
