@@ -7,11 +7,13 @@ The tests live in three tiers, by folder, each marked by its folder's conftest.p
 
 from __future__ import annotations
 
+import base64
 import os
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -175,6 +177,19 @@ def wait_for_http(url: str, process, limit: float = 180) -> None:
                 output = output.decode() if isinstance(output, bytes) else output
                 raise AssertionError(f"{url} never answered:\n{output[-3000:]}") from None
             time.sleep(0.5)
+
+
+def http_status(url: str, password: str | None = None) -> int:
+    """The HTTP status of a GET of `url`, as user happysad with `password` if given."""
+    request = urllib.request.Request(url)
+    if password is not None:
+        token = base64.b64encode(f"happysad:{password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status
+    except urllib.error.HTTPError as err:
+        return err.code
 
 
 def sweep_command(cache: Path, *extra: str) -> list[str]:

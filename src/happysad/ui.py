@@ -2,7 +2,9 @@
 
 Starts `mlflow ui` on 127.0.0.1 over the store the sweeps write to (--tracking-uri,
 else MLFLOW_TRACKING_URI, else ./mlruns), and prints the address of the latest sweep's page. With a tracking
-server, it only prints the page's address there. Ctrl-C stops it, and so do SIGTERM
+server, it only prints the page's address there. The UI asks for a user and a password
+(MLflow's basic-auth app): every user of the machine can reach a loopback port, and
+only its owner can read the file that holds the password, made anew each start. Ctrl-C stops it, and so do SIGTERM
 and SIGHUP (a supervisor, `kill`, a closed terminal): the server and its workers are
 stopped with it, never left holding the port.
 """
@@ -16,7 +18,7 @@ import sys
 
 from happysad.errors import HappysadError, StoreError
 from happysad.processes import signals_stop, stop_group
-from happysad.tracking.server import mlflow_command, store_env
+from happysad.tracking.server import USER, authenticated, mlflow_command, store_env
 from happysad.tracking.store import Store, add_store_option, is_server
 
 
@@ -57,18 +59,25 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     command = mlflow_command("ui", "127.0.0.1", args.port)
-    print(f"MLflow UI on {uri}\nthe latest sweep: {page}\n(Ctrl-C stops it)", flush=True)
-    # Its own process group: `mlflow ui` starts uvicorn workers, and all of them must
-    # go when this command does, whatever ended it.
-    server = subprocess.Popen(command, env=store_env(store.connect_uri), start_new_session=True)
-
-    try:
-        with signals_stop():
-            return server.wait()
-    except KeyboardInterrupt:
-        return 0
-    finally:
-        stop_group(server)
+    with authenticated() as login:
+        print(
+            f"MLflow UI on {uri}\nthe latest sweep: {page}\n"
+            f"user {USER}, password in {login.password_file()} (only you can read it)\n"
+            "(Ctrl-C stops it)",
+            flush=True,
+        )
+        # Its own process group: `mlflow ui` starts uvicorn workers, and all of them must
+        # go when this command does, whatever ended it.
+        server = subprocess.Popen(
+            command, env=store_env(store.connect_uri, **login.server_env), start_new_session=True
+        )
+        try:
+            with signals_stop():
+                return server.wait()
+        except KeyboardInterrupt:
+            return 0
+        finally:
+            stop_group(server)
 
 
 if __name__ == "__main__":

@@ -9,9 +9,10 @@ from happysad.tracking import names
 from happysad.tracking.store import Store
 
 
-def test_a_served_local_store_takes_writes_over_http_and_keeps_them(tmp_path):
-    """Many writers log through `mlflow server` over the local store: what they write,
-    artifacts included, is read back from the store's own file once the server is gone."""
+def test_a_served_local_store_takes_writes_over_http_and_keeps_them(tmp_path, monkeypatch):
+    """Many writers log through `mlflow server` over the local store, with the server's
+    login only: what they write, artifacts included, is read back from the store's own
+    file once the server is gone."""
     import socket
 
     from happysad.tracking.runs import create_run, log_params
@@ -20,9 +21,16 @@ def test_a_served_local_store_takes_writes_over_http_and_keeps_them(tmp_path):
     uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
     local = Store(uri)
     experiment_id = local.open_experiment("served")
-    with serving(uri) as address:
+    for name in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+        monkeypatch.delenv(name, raising=False)
+    with serving(uri) as server:
+        address = server.address
         assert address.startswith("http://127.0.0.1:")
         remote = Store(address)
+        with pytest.raises(Exception, match="401"):
+            create_run(remote, experiment_id, "no login", {names.ROLE: names.ROLE_TRIAL})
+        for name, value in server.client_env.items():
+            monkeypatch.setenv(name, value)
         run_id = create_run(remote, experiment_id, "over-http", {names.ROLE: names.ROLE_TRIAL})
         log_params(remote, run_id, {"model.depth": 3})
         remote.client.log_text(run_id, "written over http", "notes/a.txt")

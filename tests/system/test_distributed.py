@@ -21,6 +21,7 @@ from happysad.tracking.store import Store
 from tests.conftest import (
     compose_config,
     descendants,
+    http_status,
     process_tree,
     running_parent,
     start_command,
@@ -225,11 +226,26 @@ def test_a_silent_worker_of_another_machine_is_given_up_on_and_its_trial_with_it
                 break
         join = line.split("more join with: ")[1].split(" --id ")[0].split()
         assert join[:3] == ["python", "-m", "happysad.worker"], line
+        # The sweep's own tracking server lets in only its user, whose password is in a
+        # file only the owner can read, and never on the line.
+        tracking = join[join.index("--tracking-uri") + 1]
+        password_file = Path(line.split(" from ")[-1].split(", which only you")[0])
+        assert password_file.stat().st_mode & 0o777 == 0o600
+        password = password_file.read_text()
+        assert password not in line and len(password) >= 24
+        login = {"MLFLOW_TRACKING_USERNAME": "happysad", "MLFLOW_TRACKING_PASSWORD": password}
+        assert http_status(f"{tracking}/api/2.0/mlflow/experiments/search?max_results=1") == 401
+        assert http_status(f"{tracking}/ajax-api/2.0/mlflow/runs/search", "wrong") == 401
+        assert (
+            http_status(f"{tracking}/api/2.0/mlflow/experiments/search?max_results=1", password)
+            == 200
+        )
         log = tmp_path / "tuner9.log"
         long_trials = ["tuner.epochs=5000", "tuner.early_stopping_patience=0"]
         with open(log, "w") as out:  # its trials far longer than the sweep's
             external = subprocess.Popen(
                 [sys.executable, *join[1:], "--id", "tuner9", *long_trials],
+                env={**os.environ, **login},
                 cwd=tmp_path,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -245,6 +261,7 @@ def test_a_silent_worker_of_another_machine_is_given_up_on_and_its_trial_with_it
         if external is not None and external.poll() is None:
             os.killpg(external.pid, signal.SIGKILL)
     assert chief.returncode == 0, out[-3000:]
+    assert not password_file.exists()  # gone with the server
     assert "worker tuner9 has not been heard from for 15 s during trial-" in out
     assert "the search ended without trial-" in out
     (parent,), children = _runs(f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}")
@@ -260,7 +277,9 @@ def test_a_silent_worker_of_another_machine_is_given_up_on_and_its_trial_with_it
     assert len(finished) == 7 and {c.data.tags["happysad.worker"] for c in finished} == {"tuner0"}
 
 
-def _join(chief: str, tracking_uri: str, timeout: float) -> subprocess.CompletedProcess:
+def _join(
+    chief: str, tracking_uri: str, timeout: float, login: dict | None = None
+) -> subprocess.CompletedProcess:
     """python -m happysad.worker for a sweep that is not there."""
     return subprocess.run(
         [
@@ -271,6 +290,10 @@ def _join(chief: str, tracking_uri: str, timeout: float) -> subprocess.Completed
         capture_output=True,
         text=True,
         timeout=120,
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING_")},
+            **(login or {}),
+        },
     )
 
 
@@ -280,10 +303,16 @@ def test_a_worker_that_cannot_reach_the_chief_says_so_within_its_timeout(store_u
 
     with serving(store_uri) as served:
         started = time.monotonic()
-        done = _join(f"127.0.0.1:{free_port()}", served, 3)
+        done = _join(f"127.0.0.1:{free_port()}", served.address, 3, served.client_env)
+        refused = _join(f"127.0.0.1:{free_port()}", served.address, 3)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "cannot reach the sweep's chief (its keras-tuner oracle) at 127.0.0.1:" in done.stdout
-    assert time.monotonic() - started < 60
+    assert time.monotonic() - started < 120
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert (
+        f"the MLflow tracking server at {served.address} asks for a user and password"
+        in refused.stdout
+    )
 
 
 def test_a_worker_that_cannot_reach_the_tracking_server_says_so():
@@ -328,7 +357,7 @@ def test_two_workers_record_into_an_authenticated_server_on_postgresql(
         "server",
         "127.0.0.1",
         port,
-        *("--app-name", "basic-auth", "--serve-artifacts", "--workers", "1"),
+        *("--serve-artifacts", "--workers", "1"),
         *("--artifacts-destination", (tmp_path / "artifacts").as_uri()),
     )
     server = subprocess.Popen(

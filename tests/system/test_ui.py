@@ -1,7 +1,9 @@
-"""The MLflow UI as a user sees it: a real server over a real sweep, in headless Chromium."""
+"""The MLflow UI as a user sees it: `python -m happysad.ui` over a real sweep, its
+password asked for, in headless Chromium."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -9,7 +11,9 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -18,6 +22,7 @@ from mlflow.tracking import MlflowClient
 from tests.conftest import (
     descendants,
     free_port,
+    http_status,
     wait_for_http,
     wait_until_gone,
 )
@@ -26,46 +31,58 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.fixture(scope="module")
-def server(finished_sweeps):
-    """An MLflow server over the session's finished sweeps on a free loopback port, and
-    the newest sweep (`tiny`, two trials)."""
+def ui(finished_sweeps):
+    """`python -m happysad.ui` over the session's finished sweeps on a free loopback port:
+    its address, the newest sweep (`tiny`, two trials), the password and what it printed."""
     store_uri, result = finished_sweeps.uri, finished_sweeps.latest
     port = free_port()
-    mlflow = Path(sys.executable).parent / "mlflow"
     process = subprocess.Popen(
-        [
-            str(mlflow),
-            "server",
-            "--backend-store-uri",
-            store_uri,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
+        [sys.executable, "-m", "happysad.ui", "--port", str(port)],
+        env={**os.environ, "MLFLOW_TRACKING_URI": store_uri},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
+        text=True,
     )
-    base = f"http://127.0.0.1:{port}"
-    wait_for_http(f"{base}/health", process)
-    yield base, result
-    process.terminate()
-    process.wait(timeout=30)
+    try:
+        lines = [process.stdout.readline() for _ in range(4)]
+        # The server's request log after them, read on so that the pipe never fills.
+        threading.Thread(target=process.stdout.read, daemon=True).start()
+        password_file = Path(lines[2].split(" password in ")[1].split(" (only you")[0])
+        base = f"http://127.0.0.1:{port}"
+        wait_for_http(f"{base}/health", process)
+        yield UI(base, result, password_file.read_text(), password_file, lines)
+    finally:
+        process.terminate()
+        process.wait(timeout=90)  # its server group stopped, on a busy machine too
+    assert not password_file.exists()  # removed with the server
 
 
-def _api(base: str, path: str, body: dict) -> dict:
+@dataclass
+class UI:
+    base: str
+    result: object
+    password: str
+    password_file: Path
+    lines: list[str]
+
+
+def _api(ui: UI, path: str, body: dict) -> dict:
     request = urllib.request.Request(
-        f"{base}/api/2.0/mlflow/{path}",
+        f"{ui.base}/api/2.0/mlflow/{path}",
         data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
+        headers={
+            "Content-Type": "application/json",
+            "Authorization": "Basic "
+            + base64.b64encode(f"happysad:{ui.password}".encode()).decode(),
+        },
     )
     return json.loads(urllib.request.urlopen(request, timeout=30).read())
 
 
-def test_the_rest_api_shows_the_sweep_and_its_trials(server):
-    base, result = server
+def test_the_rest_api_shows_the_sweep_and_its_trials(ui):
+    result = ui.result
     runs = _api(
-        base,
+        ui,
         "runs/search",
         {
             "experiment_ids": [result.experiment_id],
@@ -86,12 +103,11 @@ def test_the_rest_api_shows_the_sweep_and_its_trials(server):
         assert run["info"]["status"] == "FINISHED"
 
 
-def test_the_runs_table_shows_the_sweep_and_its_trials_in_chromium(server, tmp_path_factory):
+def test_the_runs_table_shows_the_sweep_and_its_trials_in_chromium(ui, tmp_path_factory):
     from playwright.sync_api import sync_playwright
 
     if CHROMIUM is None:
         pytest.fail("Chromium is not installed: apt-get install chromium (.ci/run does)")
-    base, result = server
     shots = tmp_path_factory.mktemp("screenshots")
     with sync_playwright() as p:
         browser = p.chromium.launch(
@@ -107,8 +123,12 @@ def test_the_runs_table_shows_the_sweep_and_its_trials_in_chromium(server, tmp_p
             ],
         )
         try:
-            page = browser.new_page(viewport={"width": 1600, "height": 1000})
-            page.goto(f"{base}/#/experiments/{result.experiment_id}/runs")
+            # The user and password, as a person types them when the browser asks.
+            page = browser.new_page(
+                viewport={"width": 1600, "height": 1000},
+                http_credentials={"username": "happysad", "password": ui.password},
+            )
+            page.goto(f"{ui.base}/#/experiments/{ui.result.experiment_id}/runs")
             sweep_cell = page.get_by_text("tiny", exact=True).first
             sweep_cell.wait_for(timeout=90_000)
             # Trials are nested under their sweep: open its row.
@@ -124,27 +144,23 @@ def test_the_runs_table_shows_the_sweep_and_its_trials_in_chromium(server, tmp_p
     assert shot.stat().st_size > 10_000
 
 
-def test_ui_starts_the_mlflow_ui_and_names_the_latest_sweep(finished_sweeps, tmp_path):
-    store_uri, result = finished_sweeps.uri, finished_sweeps.latest
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "happysad.ui", "--port", str(port)],
-        env={**os.environ, "MLFLOW_TRACKING_URI": store_uri},
-        cwd=tmp_path,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
+def test_ui_names_the_latest_sweep_and_lets_in_only_its_user(ui):
+    """Another user of the machine reaches the port but not the UI, its API or its
+    artifacts; the password is in a file only the owner can read, never printed."""
+    port = ui.base.rsplit(":", 1)[1]
+    assert ui.lines[1].strip() == (
+        f"the latest sweep: http://127.0.0.1:{port}/#/experiments/"
+        f"{ui.result.experiment_id}/runs/{ui.result.parent_run_id}"
     )
-    try:
-        lines = [process.stdout.readline() for _ in range(2)]
-        assert lines[1].strip() == (
-            f"the latest sweep: http://127.0.0.1:{port}/#/experiments/"
-            f"{result.experiment_id}/runs/{result.parent_run_id}"
-        )
-        wait_for_http(f"http://127.0.0.1:{port}/", process)
-    finally:
-        process.terminate()
-        process.wait(timeout=90)  # its server group stopped, on a busy machine too
+    assert ui.password_file.stat().st_mode & 0o777 == 0o600
+    assert ui.password_file.parent.stat().st_mode & 0o777 == 0o700
+    assert len(ui.password) >= 24 and not any(ui.password in line for line in ui.lines)
+    search = f"{ui.base}/ajax-api/2.0/mlflow/experiments/search?max_results=5"
+    for url in (f"{ui.base}/", search, f"{ui.base}/api/2.0/mlflow-artifacts/artifacts"):
+        assert http_status(url) == 401, url
+    assert http_status(search, "not-the-password") == 401
+    assert http_status(search, ui.password) == 200
+    assert http_status(f"{ui.base}/", ui.password) == 200
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
@@ -159,7 +175,10 @@ def test_the_ui_command_stops_its_server_however_it_is_ended(tmp_path, store_uri
         env={**os.environ, "MLFLOW_TRACKING_URI": store_uri},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
+        text=True,
     )
+    lines = [process.stdout.readline() for _ in range(3)]
+    password_file = Path(lines[2].split(" password in ")[1].split(" (only you")[0])
     wait_for_http(f"http://127.0.0.1:{port}/health", process)
     started = descendants(process.pid)
     assert started, "the server runs in processes of its own"
@@ -168,3 +187,4 @@ def test_the_ui_command_stops_its_server_however_it_is_ended(tmp_path, store_uri
     wait_until_gone(started)
     with socket.socket() as probe:
         assert probe.connect_ex(("127.0.0.1", port)) != 0, "the port is free again"
+    assert not password_file.parent.exists()  # the password and the users' store

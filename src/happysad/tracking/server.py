@@ -6,11 +6,19 @@ processes of their own on this machine, it serves its store with `mlflow server`
 free loopback port and they log over HTTP; the store stays the same file a later
 `promote`, `compare` or `ui` reads. The store is created (and migrated) here, in the
 one process that starts the server, before anything else opens it.
+
+Every server started here runs MLflow's basic-auth app: a loopback port is open to
+every user of the machine, and without it any of them could move a model's alias or
+upload files written as the owner. Its one user and password are made for the server
+and live only in its environment and its clients' (MLflow's MLFLOW_TRACKING_USERNAME
+and MLFLOW_TRACKING_PASSWORD), never on a command line, in a log or in an artifact.
 """
 
 from __future__ import annotations
 
 import os
+import secrets
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -24,18 +32,65 @@ from typing import IO
 
 from happysad.errors import StoreError
 from happysad.processes import free_port, stop_group, with_parent
-from happysad.tracking.store import Store, local_artifact_root, sqlite_path
+from happysad.tracking.store import (
+    PASSWORD_VARIABLE,
+    USERNAME_VARIABLE,
+    Store,
+    local_artifact_root,
+    sqlite_path,
+)
+
+USER = "happysad"  # the one user of a server started here
 
 
 @contextmanager
-def serving(uri: str, host: str = "127.0.0.1", start_limit: float = 120) -> Iterator[str]:
-    """`mlflow server` over the local SQLite store `uri` for the length of the block;
-    yields its address (http://host:port). Artifacts go to the store's own artifact
-    folder, served through the server for experiments it creates. Raises StoreError,
-    with the server's last lines, if it does not answer within `start_limit` seconds."""
+def serving(uri: str, host: str = "127.0.0.1", start_limit: float = 120) -> Iterator[Server]:
+    """`mlflow server` over the local SQLite store `uri` for the length of the block,
+    answering (its address: http://host:port; its clients' login: `client_env`).
+    Artifacts go to the store's own artifact folder, served through the server for
+    experiments it creates. Raises StoreError, with the server's last lines, if it does
+    not answer within `start_limit` seconds."""
     with started(uri, host) as server:
         server.wait_until_up(start_limit)
-        yield server.address
+        yield server
+
+
+@dataclass
+class Login:
+    """The one user of a server started here: its password, made now, and the folder
+    only this user can open that holds the server's user store and configuration."""
+
+    password: str
+    folder: Path
+
+    @property
+    def server_env(self) -> dict[str, str]:
+        """What runs `mlflow server --app-name basic-auth` with this user as its admin
+        (every permission) and everyone else refused. MLflow reads the password from
+        MLFLOW_AUTH_ADMIN_PASSWORD when it creates the user: no file holds it."""
+        config = self.folder / "basic_auth.ini"
+        if not config.exists():
+            config.write_text(
+                "[mlflow]\n"
+                "default_permission = NO_PERMISSIONS\n"
+                f"database_uri = sqlite:///{self.folder / 'users.db'}\n"
+                "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
+            )
+        return {
+            "MLFLOW_AUTH_CONFIG_PATH": str(config),
+            "MLFLOW_AUTH_ADMIN_USERNAME": USER,
+            "MLFLOW_AUTH_ADMIN_PASSWORD": self.password,
+            # Signs the UI's forms (CSRF); made per server, like the password.
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(32),
+        }
+
+    def password_file(self) -> Path:
+        """The password, in a file in the private folder, for a person to read."""
+        path = self.folder / "password"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(self.password)
+        return path
 
 
 @dataclass
@@ -45,6 +100,12 @@ class Server:
     address: str
     process: subprocess.Popen
     output: IO[bytes]
+    login: Login
+
+    @property
+    def client_env(self) -> dict[str, str]:
+        """The variables that let an MLflow client in another process in."""
+        return {USERNAME_VARIABLE: USER, PASSWORD_VARIABLE: self.login.password}
 
     def wait_until_up(self, limit: float = 120) -> str:
         """Its address once it answers; StoreError, with its last lines, if it exits or
@@ -84,28 +145,41 @@ def started(uri: str, host: str = "127.0.0.1") -> Iterator[Server]:
     command = mlflow_command(
         "server", host, port, "--artifacts-destination", artifacts, "--workers", "1"
     )
-    with tempfile.TemporaryFile() as output:
+    with authenticated() as login, tempfile.TemporaryFile() as output:
         # Its own process group: the server's workers go with it, whatever ends the block.
         # It ends with this process too, however this one ends.
         process = subprocess.Popen(
             with_parent(command),
             stdout=output,
             stderr=subprocess.STDOUT,
-            env=store_env(uri),
+            env=store_env(uri, **login.server_env),
             start_new_session=True,
         )
         try:
-            yield Server(f"http://{host}:{port}", process, output)
+            yield Server(f"http://{host}:{port}", process, output, login)
         finally:
             stop_group(process)
 
 
+@contextmanager
+def authenticated() -> Iterator[Login]:
+    """A login made for a server, its folder removed with the block."""
+    folder = Path(tempfile.mkdtemp(prefix="happysad-auth-"))  # mode 0700
+    try:
+        yield Login(secrets.token_urlsafe(24), folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def mlflow_command(verb: str, host: str, port: int, *options: str) -> list[str]:
-    """`mlflow ui` or `mlflow server` on host:port; its store is given by `store_env`."""
+    """`mlflow ui` or `mlflow server` with MLflow's basic-auth app on host:port; its store
+    is given by `store_env`, its user by `Login.server_env`."""
     mlflow = Path(sys.executable).parent / "mlflow"
     return [
         str(mlflow) if mlflow.exists() else "mlflow",
         verb,
+        "--app-name",
+        "basic-auth",
         "--host",
         host,
         "--port",

@@ -11,6 +11,8 @@ they are all gone for good it says so instead of waiting for ever.
 
 keras-tuner's gRPC oracle has no authentication: it listens on `distributed.host`,
 loopback unless told otherwise, and must only ever be reachable on a private network.
+The sweep's own tracking server (a local store's) asks for a password made for it,
+which its workers get in their environment.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from happysad.search import kt_internals
 from happysad.search.budget import Budget
 from happysad.search.distribute.workers import LocalWorkers, RayWorkers, Workers
 from happysad.tracking import names
+from happysad.tracking.server import USER
 from happysad.tracking.store import (
     PASSWORD_VARIABLE,
     USERNAME_VARIABLE,
@@ -87,6 +90,7 @@ def search(
         # Read by every worker as it joins: their trials stop at the same time.
         sweep.tag_sweep({names.DEADLINE: repr(budget.deadline)})
     tracking_uri = server.wait_until_up() if server is not None else sweep.store.connect_uri
+    tracking = {"MLFLOW_TRACKING_URI": tracking_uri, **(server.client_env if server else {})}
     shown = without_credentials(tracking_uri)
     with kt_internals.serving_oracle(tuner.oracle, d.host, d.port or free_port(d.host)) as (
         servicer,
@@ -104,22 +108,28 @@ def search(
             str(d.connect_timeout),
         ]
         if d.mode is DistributedMode.ray:
-            workers = RayWorkers(cfg, command, folder, tracking_uri)
+            workers = RayWorkers(cfg, command, folder, tracking)
         else:
             gpus = len(tf.config.list_physical_devices("GPU"))
-            workers = LocalWorkers(cfg, command, folder, tracking_uri, gpus)
-        credentials = shown != tracking_uri or USERNAME_VARIABLE in os.environ
+            workers = LocalWorkers(cfg, command, folder, tracking, gpus)
+        if server is not None:
+            credentials = (
+                f" (the sweep's tracking server asks for a user and password: give "
+                f"{USERNAME_VARIABLE}={USER} and {PASSWORD_VARIABLE} from "
+                f"{server.login.password_file()}, which only you can read, in the environment)"
+            )
+        elif shown != tracking_uri or USERNAME_VARIABLE in os.environ:
+            credentials = (
+                f" (the store's credentials in MLFLOW_TRACKING_URI, or {USERNAME_VARIABLE} and "
+                f"{PASSWORD_VARIABLE}, never on a command line)"
+            )
+        else:
+            credentials = ""
         log.info(
             f"distributed: oracle on {d.host}:{port}, MLflow over {shown}; "
             f"{d.workers} workers of {workers.share} each; their logs: {folder}/; "
             f"more join with: python -m happysad.worker --chief {d.host}:{port} "
-            f"--tracking-uri {shown} --sweep-run {sweep.run_id} --id <a new id>"
-            + (
-                f" (the store's credentials in MLFLOW_TRACKING_URI, or {USERNAME_VARIABLE} and "
-                f"{PASSWORD_VARIABLE}, never on a command line)"
-                if credentials
-                else ""
-            )
+            f"--tracking-uri {shown} --sweep-run {sweep.run_id} --id <a new id>" + credentials
         )
         try:
             workers.start_all()

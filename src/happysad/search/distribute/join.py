@@ -11,10 +11,12 @@ answer within its connect timeout (keras-tuner's own client would wait an hour).
 
 from __future__ import annotations
 
+import base64
 import logging
 import os
 import threading
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -29,7 +31,12 @@ from happysad.search import startup
 from happysad.search.budget import Budget
 from happysad.tracking import names
 from happysad.tracking.runs import SweepRun
-from happysad.tracking.store import Store, quiet_run_links
+from happysad.tracking.store import (
+    PASSWORD_VARIABLE,
+    USERNAME_VARIABLE,
+    Store,
+    quiet_run_links,
+)
 
 log = logging.getLogger("happysad")
 
@@ -56,7 +63,7 @@ def reach_store(uri: str, timeout: float) -> None:
     while True:
         try:
             with urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=5):
-                return
+                break
         except OSError as err:
             if time.monotonic() > deadline:
                 raise Unreachable(
@@ -64,6 +71,39 @@ def reach_store(uri: str, timeout: float) -> None:
                     f"({err}): is it running, and is --tracking-uri its address?"
                 ) from None
             time.sleep(1)
+    check_login(uri)
+
+
+def check_login(uri: str) -> None:
+    """A ConfigError, in one sentence, where the server at `uri` refuses this process's
+    login (MLflow's MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD): MLflow's
+    client would only say so at the first write, as an HTTP error."""
+    request = urllib.request.Request(
+        f"{uri.rstrip('/')}/api/2.0/mlflow/experiments/search?max_results=1"
+    )
+    user = os.environ.get(USERNAME_VARIABLE)
+    password = os.environ.get(PASSWORD_VARIABLE)
+    if user and password:
+        token = base64.b64encode(f"{user}:{password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=30):
+            return
+    except urllib.error.HTTPError as err:
+        if err.code not in (401, 403):
+            return  # not a login matter: MLflow's own calls will say what it is
+        if not (user and password):
+            raise ConfigError(
+                f"the MLflow tracking server at {uri} asks for a user and password: give "
+                f"them in {USERNAME_VARIABLE} and {PASSWORD_VARIABLE} (for a server a "
+                "sweep's chief started, its join line says where the password is)"
+            ) from None
+        raise ConfigError(
+            f"the MLflow tracking server at {uri} refuses user {user!r} with the password "
+            f"in {PASSWORD_VARIABLE}: check both variables"
+        ) from None
+    except OSError:
+        return  # reached a moment ago: MLflow's own calls will say what went wrong
 
 
 def sweep_config(store, run_id: str, overrides: list[str]):

@@ -32,11 +32,12 @@ class Worker:
     exit_codes: list[int] = field(default_factory=list)
 
 
-def worker_env(per_cpu: int, tracking_uri: str) -> dict[str, str]:
+def worker_env(per_cpu: int, tracking: dict[str, str]) -> dict[str, str]:
     """What a worker's process is given beside its command line: the sweep's store
-    (MLFLOW_TRACKING_URI: it may carry a database's password, which a command line
-    would show every user of the machine; a server's credentials are in MLflow's own
-    variables, passed on with the others), its thread counts, and MLflow's client
+    (`tracking`: MLFLOW_TRACKING_URI, which may carry a database's password, which a
+    command line would show every user of the machine, and the chief's own server's
+    user and password; a user's server's credentials are in MLflow's own variables,
+    passed on with the others), its thread counts, and MLflow's client
     retrying for seconds rather than its default four minutes (a remote server may
     rate-limit; the chief's own does not, and once it is gone, the chief stopped, its
     workers give up in seconds). A user's own settings win."""
@@ -44,7 +45,7 @@ def worker_env(per_cpu: int, tracking_uri: str) -> dict[str, str]:
         "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
         "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
         **{k: v for k, v in os.environ.items() if k.startswith(("MLFLOW_", "HAPPYSAD_"))},
-        "MLFLOW_TRACKING_URI": tracking_uri,
+        **tracking,
         "TF_NUM_INTRAOP_THREADS": str(per_cpu),
         "TF_NUM_INTEROP_THREADS": str(min(2, per_cpu)),
         "OMP_NUM_THREADS": str(per_cpu),
@@ -54,9 +55,9 @@ def worker_env(per_cpu: int, tracking_uri: str) -> dict[str, str]:
 class Workers:
     """The workers the chief starts and watches; how they run is a subclass's."""
 
-    def __init__(self, cfg: Config, command: list[str], folder: Path, tracking_uri: str):
+    def __init__(self, cfg: Config, command: list[str], folder: Path, tracking: dict[str, str]):
         self.command = command
-        self.tracking_uri = tracking_uri
+        self.tracking = tracking
         self.max_restarts = cfg.distributed.restarts
         self.workers: list[Worker] = []
         self.share = ""
@@ -125,8 +126,10 @@ class LocalWorkers(Workers):
     group with its share of the CPU cores (affinity and TensorFlow's thread counts)
     and of the GPUs."""
 
-    def __init__(self, cfg: Config, command: list[str], folder: Path, tracking_uri: str, gpus: int):
-        super().__init__(cfg, command, folder, tracking_uri)
+    def __init__(
+        self, cfg: Config, command: list[str], folder: Path, tracking: dict[str, str], gpus: int
+    ):
+        super().__init__(cfg, command, folder, tracking)
         d = cfg.distributed
         cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
         n = max(d.workers, 1)
@@ -136,7 +139,7 @@ class LocalWorkers(Workers):
             mine = [cores[(k * per_cpu + i) % len(cores)] for i in range(per_cpu)] if cores else []
             env = {
                 **os.environ,
-                **worker_env(per_cpu, tracking_uri),
+                **worker_env(per_cpu, tracking),
                 "CUDA_VISIBLE_DEVICES": ",".join(str(k * per_gpu + i) for i in range(per_gpu)),
                 CORES_VARIABLE: ",".join(map(str, mine)),
             }
@@ -219,10 +222,10 @@ class RayWorkers(Workers):
     Ray started here and stopped with the sweep. An actor that dies is restarted by Ray
     and its worker started again under the same id."""
 
-    def __init__(self, cfg: Config, command: list[str], folder: Path, tracking_uri: str):
+    def __init__(self, cfg: Config, command: list[str], folder: Path, tracking: dict[str, str]):
         import ray
 
-        super().__init__(cfg, command, folder, tracking_uri)
+        super().__init__(cfg, command, folder, tracking)
         d = cfg.distributed
         self._own_ray = not ray.is_initialized()
         if self._own_ray:
@@ -246,7 +249,7 @@ class RayWorkers(Workers):
             tuner_id = f"tuner{k}"
             self.actors[tuner_id] = actor.remote()
             self.workers.append(
-                Worker(tuner_id, worker_env(per_cpu, tracking_uri), folder / f"{tuner_id}.log")
+                Worker(tuner_id, worker_env(per_cpu, tracking), folder / f"{tuner_id}.log")
             )
         self.share = _share(per_cpu, per_gpu) + " (Ray actors)"
 
