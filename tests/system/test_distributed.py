@@ -4,6 +4,7 @@ a real MLflow tracking server over the sweep's SQLite store, and real kills."""
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import signal
 import subprocess
@@ -143,25 +144,41 @@ def _listening(pids: list[int]) -> list[tuple[str, str, int]]:
     return found
 
 
+_CALLS = """
+import json, sys
+import grpc
+address, method = sys.argv[1:3]
+token = sys.stdin.read()
+codes = {}
+with grpc.insecure_channel(address) as channel:
+    call = channel.unary_unary(method)
+    for which, metadata in (
+        ("none", []),
+        ("wrong", [("authorization", "Bearer " + "0" * 64)]),
+        ("right", [("authorization", "Bearer " + token)]),
+    ):
+        try:
+            call(b"", metadata=metadata, timeout=30)
+            codes[which] = "OK"
+        except grpc.RpcError as e:
+            codes[which] = e.code().name
+print(json.dumps(codes))
+"""
+
+
 def _refused_without_token(address: str, method: str, token: str) -> dict[str, str]:
     """A raw gRPC call to one of Ray's servers with no token, a wrong one and the right
-    one: the status of each."""
-    import grpc
-
-    codes = {}
-    with grpc.insecure_channel(address) as channel:
-        call = channel.unary_unary(method)
-        for which, metadata in (
-            ("none", []),
-            ("wrong", [("authorization", "Bearer " + "0" * 64)]),
-            ("right", [("authorization", f"Bearer {token}")]),
-        ):
-            try:
-                call(b"", metadata=metadata, timeout=30)
-                codes[which] = "OK"
-            except grpc.RpcError as e:
-                codes[which] = e.code().name
-    return codes
+    one, from a process of its own (gRPC's threads in this one would be forked into the
+    processes later tests start; the token on its stdin): the status of each."""
+    out = subprocess.run(
+        [sys.executable, "-c", _CALLS, address, method],
+        input=token,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    return json.loads(out.splitlines()[-1])
 
 
 def test_two_ray_actors_record_every_trial_under_one_sweep(tiny, store_uri, tmp_path):
