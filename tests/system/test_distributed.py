@@ -3,10 +3,13 @@ a real MLflow tracking server over the sweep's SQLite store, and real kills."""
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -115,17 +118,147 @@ def test_a_time_budget_stops_every_worker_at_the_chiefs_deadline(tiny, store_uri
         assert start < deadline and deadline - 10 < end < deadline + 60
 
 
+def _listening(pids: list[int]) -> list[tuple[str, str, int]]:
+    """The TCP sockets these processes listen on: (process name, address, port)."""
+    inodes = {}
+    for pid in pids:
+        try:
+            name = Path(f"/proc/{pid}/comm").read_text().strip()
+            for fd in Path(f"/proc/{pid}/fd").iterdir():
+                link = os.readlink(fd)
+                if link.startswith("socket:["):
+                    inodes[link[8:-1]] = name
+        except OSError:  # ended meanwhile
+            continue
+    found = []
+    for table in ("tcp", "tcp6"):
+        for row in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            local, state, inode = (row.split()[i] for i in (1, 3, 9))
+            if state != "0A" or inode not in inodes:  # 0A: LISTEN
+                continue
+            ip, port = local.split(":")
+            raw = bytes.fromhex(ip)  # 32-bit words, each in host (little-endian) order
+            raw = b"".join(raw[i : i + 4][::-1] for i in range(0, len(raw), 4))
+            address = ipaddress.ip_address(raw)
+            address = getattr(address, "ipv4_mapped", None) or address  # ::ffff:127.0.0.1
+            found.append((inodes[inode], str(address), int(port, 16)))
+    return found
+
+
+_CALLS = """
+import json, sys
+import grpc
+address, method = sys.argv[1:3]
+token = sys.stdin.read()
+codes = {}
+with grpc.insecure_channel(address) as channel:
+    call = channel.unary_unary(method)
+    for which, metadata in (
+        ("none", []),
+        ("wrong", [("authorization", "Bearer " + "0" * 64)]),
+        ("right", [("authorization", "Bearer " + token)]),
+    ):
+        try:
+            call(b"", metadata=metadata, timeout=30)
+            codes[which] = "OK"
+        except grpc.RpcError as e:
+            codes[which] = e.code().name
+print(json.dumps(codes))
+"""
+
+
+def _refused_without_token(address: str, method: str, token: str) -> dict[str, str]:
+    """A raw gRPC call to one of Ray's servers with no token, a wrong one and the right
+    one, from a process of its own (gRPC's threads in this one would be forked into the
+    processes later tests start; the token on its stdin): the status of each."""
+    out = subprocess.run(
+        [sys.executable, "-c", _CALLS, address, method],
+        input=token,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    return json.loads(out.splitlines()[-1])
+
+
 def test_two_ray_actors_record_every_trial_under_one_sweep(tiny, store_uri, tmp_path):
-    """distributed=ray with a Ray started for the sweep (and stopped after it)."""
+    """distributed=ray with a Ray started for the sweep (and stopped after it): on
+    loopback only, with a token of its own that every request must carry."""
     import ray
 
+    home_token = Path.home() / ".ray" / "auth_token"
+    home_before = home_token.stat().st_mtime if home_token.exists() else None
+    saw: dict = {"listening": set(), "cmdlines": []}
+    running = threading.Event()
+    running.set()
+
+    def watch() -> None:  # while the sweep runs, in this process (the chief)
+        while running.is_set():
+            pids = [os.getpid(), *descendants(os.getpid())]
+            saw["listening"] |= set(_listening(pids))
+            if "codes" not in saw and ray.is_initialized() and ray.nodes():
+                token_path = Path(os.environ["RAY_AUTH_TOKEN_PATH"])
+                token = token_path.read_text()
+                saw["modes"] = (token_path.stat().st_mode, token_path.parent.stat().st_mode)
+                saw["token"] = token
+                saw["session"] = Path(ray.nodes()[0]["ObjectStoreSocketName"]).parents[1]
+                saw["codes"] = {
+                    "gcs": _refused_without_token(
+                        ray.get_runtime_context().gcs_address,
+                        "/ray.rpc.NodeInfoGcsService/GetAllNodeInfo",
+                        token,
+                    ),
+                    "raylet": _refused_without_token(
+                        f"127.0.0.1:{ray.nodes()[0]['NodeManagerPort']}",
+                        "/ray.rpc.NodeManagerService/GetSystemConfig",
+                        token,
+                    ),
+                }
+            for pid in pids:
+                try:
+                    saw["cmdlines"].append(Path(f"/proc/{pid}/cmdline").read_bytes())
+                except OSError:
+                    pass
+            time.sleep(1)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    settings = {k: os.environ.get(k) for k in ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH")}
     cfg = compose_config([*tiny, "distributed=ray", "tuner.max_trials=4", "sweep.name=ray"])
-    result = run_sweep(cfg)
+    try:
+        result = run_sweep(cfg)
+    finally:
+        running.clear()
+        watcher.join()
 
     _four_trials_by_two_workers(store_uri)
     assert result.best is not None and not ray.is_initialized()
     log = (tmp_path / "sweeps/ray/workers/tuner0.log").read_text()
     assert "the search has ended" in log
+    # Every port of Ray's processes and of the chief is on loopback.
+    names = {name for name, _, _ in saw["listening"]}
+    assert {"gcs_server", "raylet"} <= names, saw["listening"]
+    outside = [s for s in saw["listening"] if not ipaddress.ip_address(s[1]).is_loopback]
+    assert not outside, f"listening beyond loopback: {outside}"
+    # A request without the token, or with a wrong one, is refused; the token works.
+    for server in ("gcs", "raylet"):
+        assert saw["codes"][server] == {
+            "none": "UNAUTHENTICATED",
+            "wrong": "UNAUTHENTICATED",
+            "right": "OK",
+        }, saw["codes"]
+    # The token: readable by its owner only, then gone; never on a command line, in a
+    # log (the sweep's, Ray's) or an artifact; the user's own Ray settings untouched.
+    token = saw["token"].encode()
+    assert len(token) == 64 and saw["modes"][0] & 0o777 == 0o600
+    assert saw["modes"][1] & 0o777 == 0o700
+    assert not any(token in c for c in saw["cmdlines"])
+    for folder in (tmp_path, saw["session"]):
+        leaked = [f for f in folder.rglob("*") if f.is_file() and token in f.read_bytes()]
+        assert not leaked, f"the token is in {leaked}"
+    assert {k: os.environ.get(k) for k in settings} == settings
+    assert (home_token.stat().st_mtime if home_token.exists() else None) == home_before
 
 
 def _chief(cache: Path, *extra: str) -> list[str]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from happysad.config.schema import Config
+from happysad.errors import ConfigError
 from happysad.processes import how_it_ended, stop_group, with_parent
 
 CORES_VARIABLE = "HAPPYSAD_CPU_CORES"  # the cores a worker keeps to (its affinity)
@@ -216,11 +217,94 @@ def _wait_until_alive(actor, limit: float = 120) -> None:
             time.sleep(0.5)
 
 
+class OwnRayToken:
+    """The token of a Ray started for one sweep: Ray's token authentication
+    (RAY_AUTH_MODE=token) with a fresh random token of its own, in a file only its
+    owner can read (a private temporary folder, removed with it), never in a log or on
+    a command line. Ray's processes find it by RAY_AUTH_TOKEN_PATH, which they inherit
+    from this one's environment; the user's own Ray settings (RAY_AUTH_MODE,
+    RAY_AUTH_TOKEN, RAY_AUTH_TOKEN_PATH, and the token Ray keeps in ~/.ray) are neither
+    used nor changed, and are as they were once the sweep's Ray has stopped.
+
+    Ray reads these settings once per process (its RayConfig and its token's cache):
+    they are read again on each change."""
+
+    VARIABLES = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")
+
+    def __init__(self):
+        import secrets
+        import tempfile
+
+        self._saved = {k: os.environ.get(k) for k in self.VARIABLES}
+        self.folder = Path(tempfile.mkdtemp(prefix="happysad-ray-"))  # 0700
+        self.path = self.folder / "auth_token"
+        fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_hex(32))
+        os.environ.pop("RAY_AUTH_TOKEN", None)
+        os.environ["RAY_AUTH_MODE"] = "token"
+        os.environ["RAY_AUTH_TOKEN_PATH"] = str(self.path)
+        _reload_ray_auth()
+
+    def remove(self) -> None:
+        """The user's settings back, and the token gone."""
+        for k, v in self._saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        _reload_ray_auth()
+        self.path.unlink(missing_ok=True)
+        self.folder.rmdir()
+
+
+def _reload_ray_auth() -> None:
+    from ray._raylet import AuthenticationTokenLoader, Config
+
+    Config.initialize("")
+    AuthenticationTokenLoader.instance().reset_cache()
+
+
+def _start_loopback_ray() -> None:
+    """A Ray of this machine whose every server listens on loopback only. Ray's servers
+    listen on its node's address, and on Linux ray.init makes a loopback
+    `_node_ip_address` the machine's own address (every interface, for its gRPC
+    servers) unless Ray runs as on macOS and Windows, single-machine, where it keeps
+    loopback: it does so while it starts."""
+    import ray
+    from ray._private import ray_constants
+
+    cluster = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        ray.init(
+            address="local",  # ours, even where RAY_ADDRESS names another Ray
+            _node_ip_address="127.0.0.1",
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=False,
+            object_store_memory=100 * 2**20,
+        )
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = cluster
+    address = ray.nodes()[0]["NodeManagerAddress"]
+    if address != "127.0.0.1":
+        ray.shutdown()
+        raise ConfigError(
+            f"a Ray started for this sweep would listen on {address}, not loopback only "
+            f"(this Ray, {ray.__version__}, starts otherwise than the ones happysad knows): "
+            "start a Ray of your own and give its address in distributed.address"
+        )
+
+
 class RayWorkers(Workers):
     """`distributed.workers` Ray actors, each reserving the CPUs and GPUs its worker
-    trains with, on the cluster at `distributed.address` (`auto`, `ray://...`), or on a
-    Ray started here and stopped with the sweep. An actor that dies is restarted by Ray
-    and its worker started again under the same id."""
+    trains with, on the cluster at `distributed.address` (`auto`, `ray://...`), used
+    with the user's own Ray settings, or on a Ray started here and stopped with the
+    sweep: that one listens on loopback only, whatever `distributed.host` says (the
+    oracle's address; the Ray's actors are all on this machine), and every request to it
+    carries its token (OwnRayToken). An actor that dies is restarted by Ray and its
+    worker started again under the same id."""
 
     def __init__(self, cfg: Config, command: list[str], folder: Path, tracking: dict[str, str]):
         import ray
@@ -228,14 +312,21 @@ class RayWorkers(Workers):
         super().__init__(cfg, command, folder, tracking)
         d = cfg.distributed
         self._own_ray = not ray.is_initialized()
-        if self._own_ray:
+        self._token: OwnRayToken | None = None
+        if self._own_ray and d.address:
             ray.init(
                 address=d.address,
                 include_dashboard=False,
                 log_to_driver=False,
                 configure_logging=False,
-                **({} if d.address else {"object_store_memory": 100 * 2**20}),
             )
+        elif self._own_ray:
+            self._token = OwnRayToken()
+            try:
+                _start_loopback_ray()
+            except BaseException:
+                self._token.remove()
+                raise
         resources = ray.cluster_resources()
         n = max(d.workers, 1)
         per_cpu = d.cpus_per_worker or max(1, int(resources.get("CPU", 1)) // n)
@@ -284,3 +375,6 @@ class RayWorkers(Workers):
             ray.kill(actor, no_restart=True)  # its worker gets SIGTERM (with_parent)
         if self._own_ray:
             ray.shutdown()
+        if self._token is not None:
+            self._token.remove()
+            self._token = None
