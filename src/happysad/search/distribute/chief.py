@@ -92,54 +92,60 @@ def search(
     tracking_uri = server.wait_until_up() if server is not None else sweep.store.connect_uri
     tracking = {"MLFLOW_TRACKING_URI": tracking_uri, **(server.client_env if server else {})}
     shown = without_credentials(tracking_uri)
-    with kt_internals.serving_oracle(tuner.oracle, d.host, d.port or free_port(d.host)) as (
-        servicer,
-        port,
-    ):
-        command = [
-            sys.executable,
-            "-m",
-            "happysad.worker",
-            "--chief",
-            f"{d.host}:{port}",
-            "--sweep-run",
-            sweep.run_id,
-            "--connect-timeout",
-            str(d.connect_timeout),
-        ]
-        if d.mode is DistributedMode.ray:
-            workers = RayWorkers(cfg, command, folder, tracking)
-        else:
-            gpus = len(tf.config.list_physical_devices("GPU"))
-            workers = LocalWorkers(cfg, command, folder, tracking, gpus)
-        if server is not None:
-            credentials = (
-                f" (the sweep's tracking server asks for a user and password: give "
-                f"{USERNAME_VARIABLE}={USER} and {PASSWORD_VARIABLE} from "
-                f"{server.login.password_file()}, which only you can read, in the environment)"
+    # Made (a Ray started) before the oracle is served: Ray forks its servers, and a
+    # fork beside gRPC's running threads can leave Ray's GCS server hung at its start.
+    if d.mode is DistributedMode.ray:
+        workers = RayWorkers(cfg, folder, tracking)
+    else:
+        gpus = len(tf.config.list_physical_devices("GPU"))
+        workers = LocalWorkers(cfg, folder, tracking, gpus)
+    try:
+        with kt_internals.serving_oracle(tuner.oracle, d.host, d.port or free_port(d.host)) as (
+            servicer,
+            port,
+        ):
+            command = [
+                sys.executable,
+                "-m",
+                "happysad.worker",
+                "--chief",
+                f"{d.host}:{port}",
+                "--sweep-run",
+                sweep.run_id,
+                "--connect-timeout",
+                str(d.connect_timeout),
+            ]
+            log.info(
+                f"distributed: oracle on {d.host}:{port}, MLflow over {shown}; "
+                f"{d.workers} workers of {workers.share} each; their logs: {folder}/; "
+                f"more join with: python -m happysad.worker --chief {d.host}:{port} "
+                f"--tracking-uri {shown} --sweep-run {sweep.run_id} --id <a new id>"
+                + _login_hint(server, tracking_uri, shown)
             )
-        elif shown != tracking_uri or USERNAME_VARIABLE in os.environ:
-            credentials = (
-                f" (the store's credentials in MLFLOW_TRACKING_URI, or {USERNAME_VARIABLE} and "
-                f"{PASSWORD_VARIABLE}, never on a command line)"
-            )
-        else:
-            credentials = ""
-        log.info(
-            f"distributed: oracle on {d.host}:{port}, MLflow over {shown}; "
-            f"{d.workers} workers of {workers.share} each; their logs: {folder}/; "
-            f"more join with: python -m happysad.worker --chief {d.host}:{port} "
-            f"--tracking-uri {shown} --sweep-run {sweep.run_id} --id <a new id>" + credentials
-        )
-        try:
-            workers.start_all()
+            workers.start_all(command)
             _watch(tuner.oracle, servicer, workers, sweep, d.worker_timeout)
-        except BaseException:  # Ctrl-C, SIGTERM, every worker gone: nothing left running
             workers.stop()
-            sweep.close_interrupted_trials(reason="stopped: the sweep stopped during this trial")
-            raise
+    except BaseException:  # Ctrl-C, SIGTERM, every worker gone: nothing left running
         workers.stop()
+        sweep.close_interrupted_trials(reason="stopped: the sweep stopped during this trial")
+        raise
     return sweep.previous_trials()
+
+
+def _login_hint(server, tracking_uri: str, shown: str) -> str:
+    """What the join line adds about the store's login, without the login itself."""
+    if server is not None:
+        return (
+            f" (the sweep's tracking server asks for a user and password: give "
+            f"{USERNAME_VARIABLE}={USER} and {PASSWORD_VARIABLE} from "
+            f"{server.login.password_file()}, which only you can read, in the environment)"
+        )
+    if shown != tracking_uri or USERNAME_VARIABLE in os.environ:
+        return (
+            f" (the store's credentials in MLFLOW_TRACKING_URI, or {USERNAME_VARIABLE} and "
+            f"{PASSWORD_VARIABLE}, never on a command line)"
+        )
+    return ""
 
 
 def _watch(oracle, servicer, workers: Workers, sweep, worker_timeout: float) -> None:

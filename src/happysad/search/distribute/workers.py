@@ -56,8 +56,8 @@ def worker_env(per_cpu: int, tracking: dict[str, str]) -> dict[str, str]:
 class Workers:
     """The workers the chief starts and watches; how they run is a subclass's."""
 
-    def __init__(self, cfg: Config, command: list[str], folder: Path, tracking: dict[str, str]):
-        self.command = command
+    def __init__(self, cfg: Config, folder: Path, tracking: dict[str, str]):
+        self.command: list[str] = []  # given by start_all, once the oracle is served
         self.tracking = tracking
         self.max_restarts = cfg.distributed.restarts
         self.workers: list[Worker] = []
@@ -76,7 +76,9 @@ class Workers:
     def stop(self) -> None:
         raise NotImplementedError
 
-    def start_all(self) -> None:
+    def start_all(self, command: list[str]) -> None:
+        """Start every worker with `command` (python -m happysad.worker ..., less its id)."""
+        self.command = command
         for worker in self.workers:
             self.start(worker)
 
@@ -127,10 +129,8 @@ class LocalWorkers(Workers):
     group with its share of the CPU cores (affinity and TensorFlow's thread counts)
     and of the GPUs."""
 
-    def __init__(
-        self, cfg: Config, command: list[str], folder: Path, tracking: dict[str, str], gpus: int
-    ):
-        super().__init__(cfg, command, folder, tracking)
+    def __init__(self, cfg: Config, folder: Path, tracking: dict[str, str], gpus: int):
+        super().__init__(cfg, folder, tracking)
         d = cfg.distributed
         cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
         n = max(d.workers, 1)
@@ -306,10 +306,10 @@ class RayWorkers(Workers):
     carries its token (OwnRayToken). An actor that dies is restarted by Ray and its
     worker started again under the same id."""
 
-    def __init__(self, cfg: Config, command: list[str], folder: Path, tracking: dict[str, str]):
+    def __init__(self, cfg: Config, folder: Path, tracking: dict[str, str]):
         import ray
 
-        super().__init__(cfg, command, folder, tracking)
+        super().__init__(cfg, folder, tracking)
         d = cfg.distributed
         self._own_ray = not ray.is_initialized()
         self._token: OwnRayToken | None = None
@@ -373,7 +373,8 @@ class RayWorkers(Workers):
 
         for actor in self.actors.values():
             ray.kill(actor, no_restart=True)  # its worker gets SIGTERM (with_parent)
-        if self._own_ray:
+        self.actors = {}
+        if self._own_ray and ray.is_initialized():
             ray.shutdown()
         if self._token is not None:
             self._token.remove()
