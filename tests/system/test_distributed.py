@@ -335,6 +335,56 @@ def test_a_killed_worker_and_a_killed_chief_lose_no_trial(tmp_path, image_cache)
     assert "trials recorded so far" in done.stdout
 
 
+def test_the_tracking_server_killed_mid_sweep_is_started_again_and_nothing_is_lost(
+    tmp_path, image_cache
+):
+    """SIGKILL to the chief's whole `mlflow server` (its group: the command and its
+    uvicorn) while both workers train: the chief starts it again on the same store and
+    port, the trials' logging is retried meanwhile, and every trial ends FINISHED
+    exactly once with every epoch's metrics and its model."""
+    cmd = sweep_command(
+        image_cache,
+        "distributed=local",
+        "sweep.name=server",
+        "tuner.max_trials=4",
+        "tuner.epochs=3",
+        "tuner.early_stopping_patience=0",
+    )
+    chief = start_command(cmd, tmp_path)
+    try:
+        _wait_for_text(tmp_path / "outputs/sweeps/server/workers/tuner1.log", "epoch 1/3")
+        servers = [pid for pid in descendants(chief.pid) if b"basic-auth" in _cmdline(pid)]
+        assert len(servers) == 1, servers
+        group = os.getpgid(servers[0])
+        before = descendants(servers[0])
+        os.killpg(group, signal.SIGKILL)
+        out = chief.communicate(timeout=600)[0]
+    finally:
+        chief.kill()
+    wait_until_gone([servers[0], *before], limit=30)
+    assert chief.returncode == 0, out[-4000:]
+    assert "the sweep's MLflow tracking server died of SIGKILL (Killed): started again" in out
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    (parent,), children = _runs(uri)
+    assert parent.info.status == "FINISHED"
+    assert sorted(c.info.run_name for c in children) == [f"trial-{i}" for i in range(4)]
+    assert {c.info.status for c in children} == {"FINISHED"}, out[-4000:]
+    client = MlflowClient(uri)
+    for trial in children:  # every epoch once, the outage's included
+        steps = sorted(m.step for m in client.get_metric_history(trial.info.run_id, "val_loss"))
+        assert len(steps) == 3 and steps == list(range(steps[0], steps[0] + 3)), steps
+        model_id = trial.data.tags["happysad.model_uri"].removeprefix("models:/")
+        assert str(client.get_logged_model(model_id).status) == "READY", trial.info.run_name
+    Store(uri).load_keras(children[0].data.tags["happysad.model_uri"])  # whole, and loads
+
+
+def _cmdline(pid: int) -> list[bytes]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return []
+
+
 def test_a_silent_worker_of_another_machine_is_given_up_on_and_its_trial_with_it(
     tmp_path, image_cache
 ):

@@ -161,6 +161,19 @@ def test_ui_names_the_latest_sweep_and_lets_in_only_its_user(ui):
     assert http_status(search, "not-the-password") == 401
     assert http_status(search, ui.password) == 200
     assert http_status(f"{ui.base}/", ui.password) == 200
+    if os.geteuid() == 0:  # and as another user of the machine, for real (nobody)
+        other = ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups", "--"]
+        read = subprocess.run([*other, "cat", str(ui.password_file)], capture_output=True)
+        assert read.returncode != 0 and not read.stdout
+        probe = (
+            "import sys, urllib.error, urllib.request\n"
+            "try:\n    urllib.request.urlopen(sys.argv[1])\n"
+            "except urllib.error.HTTPError as err:\n    print(err.code)\n"
+        )
+        asked = subprocess.run(
+            [*other, "/usr/bin/python3", "-c", probe, search], capture_output=True, text=True
+        )
+        assert asked.stdout.strip() == "401", asked.stderr
 
 
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import IO
 
 from happysad.errors import StoreError
-from happysad.processes import free_port, stop_group, with_parent
+from happysad.processes import free_port, how_it_ended, stop_group, with_parent
 from happysad.tracking.store import (
     PASSWORD_VARIABLE,
     USERNAME_VARIABLE,
@@ -101,6 +101,41 @@ class Server:
     process: subprocess.Popen
     output: IO[bytes]
     login: Login
+    command: list[str]
+    env: dict[str, str]
+    restarts: int = 0
+
+    @staticmethod
+    def launch(command: list[str], env: dict[str, str], output: IO[bytes]) -> subprocess.Popen:
+        # Its own process group: the server's workers go with it, whatever ends it. It
+        # ends with this process too, however this one ends.
+        return subprocess.Popen(
+            with_parent(command),
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+        )
+
+    def restart_if_ended(self, limit: float = 120) -> str | None:
+        """None while the server runs. Once it has ended (killed, out of memory): what
+        it left is stopped and it is started again on the same store, port and login,
+        and waited for; returns what happened, for the console. Its clients' requests
+        meanwhile are retried by MLflow's client (7 times over about 4 minutes), so
+        nothing they log is lost."""
+        returncode = self.process.poll()
+        if returncode is None:
+            return None
+        stop_group(self.process, grace=5)  # its uvicorn, if only the mlflow command died
+        self.output.write(f"\n[happysad] the server {how_it_ended(returncode)}\n".encode())
+        self.output.flush()
+        self.process = self.launch(self.command, self.env, self.output)
+        self.restarts += 1
+        self.wait_until_up(limit)
+        return (
+            f"the sweep's MLflow tracking server {how_it_ended(returncode)}: started again "
+            f"on the same store at {self.address}; what the workers log meanwhile is retried"
+        )
 
     @property
     def client_env(self) -> dict[str, str]:
@@ -146,19 +181,19 @@ def started(uri: str, host: str = "127.0.0.1") -> Iterator[Server]:
         "server", host, port, "--artifacts-destination", artifacts, "--workers", "1"
     )
     with authenticated() as login, tempfile.TemporaryFile() as output:
-        # Its own process group: the server's workers go with it, whatever ends the block.
-        # It ends with this process too, however this one ends.
-        process = subprocess.Popen(
-            with_parent(command),
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            env=store_env(uri, **login.server_env),
-            start_new_session=True,
+        env = store_env(uri, **login.server_env)
+        server = Server(
+            f"http://{host}:{port}",
+            Server.launch(command, env, output),
+            output,
+            login,
+            command,
+            env,
         )
         try:
-            yield Server(f"http://{host}:{port}", process, output, login)
+            yield server
         finally:
-            stop_group(process)
+            stop_group(server.process)  # the one running now, if it was started again
 
 
 @contextmanager

@@ -123,7 +123,7 @@ def search(
                 + _login_hint(server, tracking_uri, shown)
             )
             workers.start_all(command)
-            _watch(tuner.oracle, servicer, workers, sweep, d.worker_timeout)
+            _watch(tuner.oracle, servicer, workers, sweep, d.worker_timeout, server)
             workers.stop()
     except BaseException:  # Ctrl-C, SIGTERM, every worker gone: nothing left running
         workers.stop()
@@ -148,12 +148,13 @@ def _login_hint(server, tracking_uri: str, shown: str) -> str:
     return ""
 
 
-def _watch(oracle, servicer, workers: Workers, sweep, worker_timeout: float) -> None:
+def _watch(oracle, servicer, workers: Workers, sweep, worker_timeout: float, server=None) -> None:
     """Until the search ends: the oracle has said stop and no worker, of this machine or
     another, holds a trial or waits for one. Workers of this machine that died for good
     are not waited for, nor those of other machines not heard from for
     `worker_timeout` seconds (their trials' runs are marked KILLED); when no worker is
-    left, it fails."""
+    left, it fails. The sweep's own tracking server (`server`), if it ends, is started
+    again."""
     busy = kt_internals.locked(lambda o: set(o.tuner_ids) | set(o.ongoing_trials))
     own = {w.tuner_id for w in workers.workers}
     given_up: dict[str, float] = {}  # workers of other machines: when the chief gave up
@@ -161,6 +162,9 @@ def _watch(oracle, servicer, workers: Workers, sweep, worker_timeout: float) -> 
     reported = len(oracle.end_order)
     while True:
         time.sleep(POLL)
+        restarted = server.restart_if_ended() if server is not None else None
+        if restarted:
+            log.warning(restarted)
         for event in workers.check(sweep):
             log.warning(event)
         for event in _silent_workers(

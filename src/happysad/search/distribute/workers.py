@@ -39,11 +39,11 @@ def worker_env(per_cpu: int, tracking: dict[str, str]) -> dict[str, str]:
     command line would show every user of the machine, and the chief's own server's
     user and password; a user's server's credentials are in MLflow's own variables,
     passed on with the others), its thread counts, and MLflow's client
-    retrying for seconds rather than its default four minutes (a remote server may
-    rate-limit; the chief's own does not, and once it is gone, the chief stopped, its
-    workers give up in seconds). A user's own settings win."""
+    retrying for about a minute rather than its default four (a remote server may
+    rate-limit; the chief's own does not, and it starts that one again within seconds
+    if it dies). A user's own settings win."""
     return {
-        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3",
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "6",  # waits 0, 2, 4, 8, 16, 32 s
         "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
         **{k: v for k, v in os.environ.items() if k.startswith(("MLFLOW_", "HAPPYSAD_"))},
         **tracking,
