@@ -101,6 +101,23 @@ def save_oracle(oracle: Any) -> None:
     locked(lambda o: o.save())(oracle)
 
 
+def retry_unrecorded(oracle: Any, recorded: set[str]) -> list[str]:
+    """The trials the oracle counts as completed that the sweep never recorded (it was
+    stopped after the oracle's end of a trial, before that trial's run was ended; the
+    run is KILLED): handed out again first, as keras-tuner does with the trials that
+    were running when it stopped. `recorded`: the ids of the trials with a FINISHED or
+    FAILED run. Returns the ids handed back."""
+    again = [
+        trial_id
+        for trial_id, trial in oracle.trials.items()
+        if trial.status == COMPLETED
+        and trial_id not in recorded
+        and trial_id not in oracle._retry_queue
+    ]
+    oracle._retry_queue.extend(again)
+    return again
+
+
 def reload_oracle(tuner: Any) -> None:
     """A continued sweep's oracle, from its own file. keras-tuner reloads it only with the
     tuner's own file (tuner0.json), which on a distributed sweep's chief is a worker's,

@@ -169,6 +169,18 @@ def failure_reason(message: str | None) -> str:
     return reason.removeprefix("FailedTrialError: ")
 
 
+def retry_unrecorded(oracle: Any, previous: list[TrialRecord]) -> None:
+    """A continued sweep's trials that the oracle ended but the sweep never recorded
+    (stopped in between) run again, with a line saying so."""
+    again = kt_internals.retry_unrecorded(oracle, {r.trial_id for r in previous})
+    if again:
+        log.info(
+            "the oracle had ended "
+            + ", ".join(f"trial-{t}" for t in again)
+            + " but the sweep stopped before recording it: it runs again"
+        )
+
+
 class TrackedTunerMixin:
     """Put before a keras-tuner Tuner class: records its trials in MLflow."""
 
@@ -199,6 +211,8 @@ class TrackedTunerMixin:
         # every trial; freezing what exists now keeps that collection quick.
         gc.collect()
         gc.freeze()
+        if not kt_internals.is_worker():  # a worker's oracle is the chief's
+            retry_unrecorded(self.oracle, self.results)
         planned = planned_trials(self, self.cfg)
         self.console = Console(planned, self.cfg.tuner.objective.value, done=len(self.results))
         self.console.deadline = self.budget.deadline if self.budget else None

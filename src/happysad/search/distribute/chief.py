@@ -26,7 +26,7 @@ from pathlib import Path
 from happysad.config.schema import Config, DistributedMode
 from happysad.errors import SweepFailed
 from happysad.processes import free_port
-from happysad.search import kt_internals
+from happysad.search import kt_internals, tuning
 from happysad.search.budget import Budget
 from happysad.search.distribute.workers import LocalWorkers, RayWorkers, Workers
 from happysad.tracking import names
@@ -84,6 +84,7 @@ def search(
     quiet_run_links()
     kt_internals.quiet()
     kt_internals.reload_oracle(tuner)
+    tuning.retry_unrecorded(tuner.oracle, previous)
     tuner.oracle.verbose = 0  # the chief says what ended, in its own words (_watch)
     if budget is not None:
         keep_to_budget(tuner.oracle, budget, [r.seconds for r in previous if r.seconds])
