@@ -103,7 +103,6 @@ class Server:
     login: Login
     command: list[str]
     env: dict[str, str]
-    restarts: int = 0
 
     @staticmethod
     def launch(command: list[str], env: dict[str, str], output: IO[bytes]) -> subprocess.Popen:
@@ -121,8 +120,8 @@ class Server:
         """None while the server runs. Once it has ended (killed, out of memory): what
         it left is stopped and it is started again on the same store, port and login,
         and waited for; returns what happened, for the console. Its clients' requests
-        meanwhile are retried by MLflow's client (7 times over about 4 minutes), so
-        nothing they log is lost."""
+        meanwhile are retried by MLflow's client (a distributed sweep's workers: for
+        about a minute, `worker_env`), so nothing they log is lost."""
         returncode = self.process.poll()
         if returncode is None:
             return None
@@ -130,7 +129,6 @@ class Server:
         self.output.write(f"\n[happysad] the server {how_it_ended(returncode)}\n".encode())
         self.output.flush()
         self.process = self.launch(self.command, self.env, self.output)
-        self.restarts += 1
         self.wait_until_up(limit)
         return (
             f"the sweep's MLflow tracking server {how_it_ended(returncode)}: started again "

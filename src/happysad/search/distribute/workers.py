@@ -56,9 +56,8 @@ def worker_env(per_cpu: int, tracking: dict[str, str]) -> dict[str, str]:
 class Workers:
     """The workers the chief starts and watches; how they run is a subclass's."""
 
-    def __init__(self, cfg: Config, folder: Path, tracking: dict[str, str]):
+    def __init__(self, cfg: Config):
         self.command: list[str] = []  # given by start_all, once the oracle is served
-        self.tracking = tracking
         self.max_restarts = cfg.distributed.restarts
         self.workers: list[Worker] = []
         self.share = ""
@@ -130,7 +129,7 @@ class LocalWorkers(Workers):
     and of the GPUs."""
 
     def __init__(self, cfg: Config, folder: Path, tracking: dict[str, str], gpus: int):
-        super().__init__(cfg, folder, tracking)
+        super().__init__(cfg)
         d = cfg.distributed
         cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
         n = max(d.workers, 1)
@@ -309,7 +308,7 @@ class RayWorkers(Workers):
     def __init__(self, cfg: Config, folder: Path, tracking: dict[str, str]):
         import ray
 
-        super().__init__(cfg, folder, tracking)
+        super().__init__(cfg)
         d = cfg.distributed
         self._own_ray = not ray.is_initialized()
         self._token: OwnRayToken | None = None
