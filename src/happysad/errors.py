@@ -36,3 +36,8 @@ class SweepInterrupted(HappysadError):
 class TrainingDied(HappysadError, RuntimeError):
     """A training process died by a signal (a crash in native code, a kill for memory);
     the message says which, and where its log is."""
+
+
+class ExportRefused(HappysadError, RuntimeError):
+    """An exported model that does not answer as its Keras model does; the message says
+    by how much. Nothing of it was logged."""

@@ -2,8 +2,9 @@
 [--no-face say|whole] [--annotate DIR] [--output FILE]`
 
 Find the faces in pictures and classify each with a logged model: the champion by
-default. PATH is an image file, a folder (every file in it, hidden ones left out) or a
-glob pattern. One line per face: path, face number (largest first), its box (x, y,
+default (`--model FILE.tflite|FILE.onnx`: a file written by `happysad.export`, run with
+the preprocessing written in it). PATH is an image file, a folder (every file in it,
+hidden ones left out) or a glob pattern. One line per face: path, face number (largest first), its box (x, y,
 width, height in the picture's pixels), label (happy or sad) and the probability of
 happy. A picture with no face says so in its line (`--no-face whole` classifies it
 whole instead); a picture small enough to be a face crop itself (FER2013's 48x48) is
@@ -39,6 +40,7 @@ from happysad.data.listing import expand  # noqa: E402
 from happysad.errors import ConfigError, HappysadError  # noqa: E402
 from happysad.results.annotate import annotate_all, check_folder  # noqa: E402
 from happysad.results.files import RowsFile, printable  # noqa: E402
+from happysad.serving import exported  # noqa: E402
 from happysad.serving.images import Unusable, read_file  # noqa: E402
 from happysad.tracking.store import (
     Store,  # noqa: E402
@@ -55,7 +57,10 @@ log = logging.getLogger("happysad")
 
 
 def load_model(uri: str, tracking_uri: str | None = None):
-    """The pyfunc model at `uri` in the store, or a StoreError that says what to do."""
+    """The pyfunc model at `uri` in the store, or an exported file (.tflite, .onnx) run
+    with the preprocessing written in it; a HappysadError that says what to do."""
+    if ":/" not in uri and exported.format_of(uri):
+        return exported.load(uri)
     return Store.existing(tracking_uri).load_pyfunc(uri)
 
 
@@ -141,9 +146,11 @@ def main(argv: list[str] | None = None) -> int:
         "paths", nargs="+", metavar="PATH", help="an image file, a folder or a glob pattern"
     )
     parser.add_argument(
-        "--model", default=DEFAULT_MODEL, help=f"an MLflow model URI (default {DEFAULT_MODEL})"
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"an MLflow model URI (default {DEFAULT_MODEL}), or a file from happysad.export "
+        "(.tflite, .onnx)",
     )
-
     add_store_option(parser)
     parser.add_argument(
         "--faces",

@@ -26,19 +26,17 @@ from omegaconf import DictConfig, OmegaConf  # noqa: E402
 
 from happysad.config.composition import (  # noqa: E402
     config_dir,
-    data_config,  # noqa: E402
     register_configs,
 )
 from happysad.config.schema import PromoteConfig  # noqa: E402
 from happysad.config.validation import check_model_name, check_sweep_name  # noqa: E402
-from happysad.data.dataset import load  # noqa: E402
 from happysad.errors import (  # noqa: E402
     ConfigError,
-    DataError,  # noqa: E402
     HappysadError,
     StoreError,
 )
 from happysad.results.evaluation import binary_metrics  # noqa: E402
+from happysad.results.splits import sweep_images  # noqa: E402
 from happysad.serving.pyfunc import probabilities  # noqa: E402
 from happysad.tracking import (
     names,  # noqa: E402
@@ -191,25 +189,7 @@ def _contender(run) -> Contender:
 
 def _test_split(store, sweep_run):
     """The candidate sweep's test split, rebuilt from its recorded config."""
-    text = store.read_text(sweep_run.info.run_id, "config/config.yaml")
-    values = OmegaConf.to_container(OmegaConf.create(text), resolve=True)
-    try:
-        images = load(data_config(values["data"]))
-    except DataError as err:
-        raise DataError(
-            f"the test split of sweep '{sweep_run.info.run_name}' cannot be rebuilt: {err}"
-        ) from err
-    recorded = sweep_run.data.tags.get(names.DATA_DIGEST)
-    if recorded and images.digest != recorded:
-        raise DataError(
-            f"the data of sweep '{sweep_run.info.run_name}' changed since it ran (digest {recorded}, now "
-            f"{images.digest}): its test split cannot be rebuilt; promote from a sweep on the current data"
-        )
-    if not len(images.test):
-        raise DataError(
-            f"sweep '{sweep_run.info.run_name}' has no test split (data.test_fraction=0)"
-        )
-    return images.test
+    return sweep_images(store, sweep_run).test
 
 
 def _evaluate(store, model_uri: str, test) -> dict[str, float]:

@@ -28,7 +28,7 @@ def test_help_answers_without_importing_tensorflow():
     assert "schema" not in helped.stdout.split("== Config")[1].split("==")[0]
 
 
-COMMANDS = ["sweep", "worker", "pretrain", "promote", "predict", "compare", "ui"]
+COMMANDS = ["sweep", "worker", "pretrain", "promote", "predict", "compare", "ui", "export"]
 HEAVY = ["tensorflow", "keras", "keras_tuner", "mlflow", "cv2", "mtcnn", "ray"]
 
 

@@ -35,6 +35,7 @@ LAYERS = [
         "happysad.predict",
         "happysad.compare",
         "happysad.ui",
+        "happysad.export",
     },
 ]
 # Imports of happysad's own modules inside a function: at most this many, each with a
