@@ -127,11 +127,22 @@ def file_name(check: ExportCheck) -> str:
     return f"model-{check.name}{SUFFIX[check.format]}"
 
 
-def record(store: Store, prepared: Prepared, work: Path) -> str:
+def exports_of(store: Store, uri: str, specs: list[tuple[str, str]]) -> list[Prepared]:
+    """The model at `uri` exported as each (format, quantize) of `specs`, every one
+    checked; the first that fails raises ExportRefused."""
+    out = []
+    for fmt, quantize in specs:
+        with tempfile.TemporaryDirectory(prefix="happysad-export-") as tmp:
+            out.append(prepare(store, uri, fmt, quantize, Path(tmp)))
+    return out
+
+
+def record(store: Store, prepared: Prepared) -> str:
     """A checked export logged on its model's run; its artifact path."""
-    path = work / file_name(prepared.check)
-    path.write_bytes(prepared.content)
-    return log_export(store, prepared.source.run_id, path, prepared.check.to_dict())
+    with tempfile.TemporaryDirectory(prefix="happysad-export-") as tmp:
+        path = Path(tmp) / file_name(prepared.check)
+        path.write_bytes(prepared.content)
+        return log_export(store, prepared.source.run_id, path, prepared.check.to_dict())
 
 
 def export(
@@ -142,9 +153,8 @@ def export(
         raise ConfigError(f"--output {output} exists: name a new file (none is written over)")
     if output is not None and output.suffix.lower() != SUFFIX.get(fmt, output.suffix):
         raise ConfigError(f"--output {output}: a {fmt} file ends in {SUFFIX[fmt]}")
-    with tempfile.TemporaryDirectory(prefix="happysad-export-") as tmp:
-        prepared = prepare(store, uri, fmt, quantize, Path(tmp))
-        artifact = record(store, prepared, Path(tmp))
+    (prepared,) = exports_of(store, uri, [(fmt, quantize)])
+    artifact = record(store, prepared)
     if output is not None:
         output.write_bytes(prepared.content)
     return prepared.check, artifact

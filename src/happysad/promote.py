@@ -7,7 +7,10 @@ against its recorded data digest. The candidate is registered as a version of
 `promote.model_name` (once per run), and the alias `champion` moves to it only if it
 is at least as good on `promote.metric` (plus `promote.margin`); the version it
 replaces gets the alias `previous`. `promote.force=true` moves it anyway;
-`promote.dry_run=true` decides and writes nothing.
+`promote.dry_run=true` decides and writes nothing. `promote.exports=[litert:int8,onnx]`
+exports the candidate too, each file checked before the version is registered (see
+happysad.export). Every version registered or promoted gets a model card
+(`model_card.md` on its run, and its description: results/card.py).
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ from happysad.errors import (  # noqa: E402
     HappysadError,
     StoreError,
 )
+from happysad.export import Prepared, exports_of, parse_spec, record  # noqa: E402
+from happysad.results import card  # noqa: E402
 from happysad.results.evaluation import binary_metrics  # noqa: E402
 from happysad.results.splits import sweep_images  # noqa: E402
 from happysad.serving.pyfunc import probabilities  # noqa: E402
@@ -81,12 +86,15 @@ def promote(cfg: PromoteConfig) -> Decision:
     # Before the store is opened: a name MLflow cannot search for records nothing.
     check_sweep_name(cfg.sweep.name)
     check_model_name(cfg.promote.model_name, "promote.model_name")
+    specs = [parse_spec(spec) for spec in cfg.promote.exports]
     log.info(f"MLflow store: {without_credentials(resolve_tracking_uri(cfg.mlflow.tracking_uri))}")
     store = Store.existing(cfg.mlflow.tracking_uri)
     settings = cfg.promote
     candidate, sweep_run = _candidate(store, cfg)
     test = _test_split(store, sweep_run)
     candidate.metrics = _evaluate(store, candidate.model_uri, test)
+    # Checked before anything is registered: a refused export registers nothing.
+    exports = [] if settings.dry_run else exports_of(store, candidate.model_uri, specs)
     metric = settings.metric.value
     # Read the champion, decide and write as one step: a lock for a local store; a
     # tracking server takes none, so there the champion is checked again after the write.
@@ -112,7 +120,29 @@ def promote(cfg: PromoteConfig) -> Decision:
                     _check_again(store, settings.model_name, candidate, test, metric)
     decision = Decision(candidate, champion, promoted, reason, registered, settings.dry_run)
     _report(decision, settings.model_name, metric)
+    if not settings.dry_run:
+        _publish(store, settings.model_name, metric, decision, exports, test)
     return decision
+
+
+def _publish(store, name: str, metric: str, d: Decision, exports: list[Prepared], test) -> None:
+    """The checked exports logged on the version's run, then its model card."""
+    c, h = d.candidate, d.champion
+    for prepared in exports:
+        log.info(f"exported {record(store, prepared)}: {prepared.check.summary()}")
+    model = store.load_keras(c.model_uri)
+    gate = card.Gate(
+        metric,
+        d.promoted,
+        d.reason,
+        h.version if h else None,
+        h.metrics if h else {},
+    )
+    text = card.build(
+        store, name, c.version, c.run_id, model, test.y, probabilities(model, test.x), gate
+    )
+    registry.describe(store, name, c.version, text, c.run_id, card.CARD)
+    log.info(f"model card: {card.CARD} on run {c.run_id}, and version {c.version}'s description")
 
 
 def _decide(candidate: Contender, champion: Contender | None, settings) -> tuple[bool, str]:

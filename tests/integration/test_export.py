@@ -26,6 +26,16 @@ def good(finished_sweeps):
         os.chdir(cwd)
 
 
+def _promote(store, *overrides):
+    from omegaconf import OmegaConf
+
+    from happysad.config.composition import compose
+    from happysad.promote import promote
+
+    cfg = compose([f"mlflow.tracking_uri={store.uri}", *overrides], name="promote")
+    return promote(OmegaConf.to_object(cfg))
+
+
 def _exported(store, run_id) -> list[str]:
     return sorted(a.path for a in store.client.list_artifacts(run_id, "export"))
 
@@ -88,3 +98,29 @@ def test_a_tampered_export_is_refused_and_nothing_logged(good, monkeypatch):
     with pytest.raises(ExportRefused, match=r"nothing was logged: .*(short of|from the Keras)"):
         command.export(store, uri, "onnx")
     assert _exported(store, run_id) == before
+    # At promotion: refused before the version is registered.
+    with pytest.raises(ExportRefused):
+        _promote(store, "sweep.name=good", "promote.model_name=refused", "promote.exports=[onnx]")
+    assert not store.client.search_registered_models("name = 'refused'")
+    assert _exported(store, run_id) == before
+
+
+def test_promotion_exports_and_writes_the_model_card(good):
+    """The card names the data digest and the test metrics of the version it describes."""
+    store, uri, run_id = good
+    decision = _promote(
+        store, "sweep.name=good", "promote.model_name=carded", "promote.exports=[onnx]"
+    )
+    version = store.client.get_model_version("carded", decision.candidate.version)
+    assert version.run_id == run_id
+    card = store.read_text(run_id, "model_card.md")
+    assert version.description == card
+    digest = version.tags["happysad.data_digest"]
+    assert f"digest `{digest}`" in card
+    for metric, row in (("accuracy", "accuracy"), ("auc", "AUC")):
+        value = float(version.tags[f"happysad.test_{metric}"])
+        assert f"| {row} | {value:.4f} |" in card, (metric, card)
+    assert "recall of sad" in card and "recall of happy" in card
+    assert "No champion to compare with" in card
+    assert "`export/model-onnx`: agrees with the Keras model on" in card
+    assert "export/model-onnx.onnx" in _exported(store, run_id)

@@ -490,6 +490,9 @@ class PromoteSettings:
     margin: float = 0.0
     force: bool = False
     dry_run: bool = False
+    # Exported at promotion, each checked before the version is registered (see
+    # happysad.export): litert, litert:float16, litert:int8, onnx.
+    exports: list[str] = field(default_factory=list)
 
 
 @dataclass

@@ -78,3 +78,17 @@ def gate(store: Store) -> Iterator[bool]:
             yield True
         finally:
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+# MLflow's SQL stores keep a version's description in a column of 5,000 characters.
+DESCRIPTION_LIMIT = 5000
+
+
+def describe(store: Store, name: str, version: str, text: str, run_id: str, file: str) -> None:
+    """`text` logged as `file` on `run_id` and shown as the version's description (cut
+    short, with a pointer to the file, where it is longer than a description may be)."""
+    store.client.log_text(run_id, text, file)
+    if len(text) > DESCRIPTION_LIMIT:
+        tail = f"\n\n... (the whole text: {file} on run {run_id})\n"
+        text = text[: DESCRIPTION_LIMIT - len(tail)] + tail
+    store.client.update_model_version(name, version, description=text)
