@@ -41,7 +41,7 @@ def test_the_detector_finds_the_faces_where_they_were_pasted(detector):
     assert sides == sorted(sides, reverse=True), "largest first"
 
 
-def _classifier(faces="crops", image_size=48, color_mode="grayscale"):
+def _classifier(faces="crops", image_size=48, color_mode="grayscale", min_face=None):
     """The model's flavour around a small Keras model whose P(happy) is the mean
     brightness of the face: each face gets its own answer."""
     import keras
@@ -58,9 +58,10 @@ def _classifier(faces="crops", image_size=48, color_mode="grayscale"):
         ]
     )
     prep = Preprocessing(image_size=image_size, color_mode=color_mode, faces=faces, face_margin=0.0)
-    return ImageClassifier(
-        model, {"preprocessing": prep.to_dict(), "class_names": ["sad", "happy"]}
-    )
+    settings = {"preprocessing": prep.to_dict(), "class_names": ["sad", "happy"]}
+    if min_face is not None:
+        settings["min_face"] = min_face
+    return ImageClassifier(model, settings)
 
 
 @needs_mux
@@ -106,8 +107,8 @@ def test_largest_face_no_face_whole_and_too_small_faces():
     (whole,) = classifier.classify([png_bytes(composite([]))], no_face="whole")
     assert whole["face"] is None and (whole["width"], whole["height"]) == (900, 600)
     assert whole["label"] in ("happy", "sad") and whole["error"] is None
-    # A 160x160 model needs faces of at least 80 pixels: a 40-pixel face says so.
-    big = _classifier(image_size=160)
+    # A model whose data.min_face is 80: a 60-pixel face says so.
+    big = _classifier(image_size=160, min_face=80)
     picture = composite([(60, 80, 300)], size=(1400, 900))
     picture.paste(face_photo(FACES[1], 60), (900, 500))
     rows = big.classify([png_bytes(picture)])
@@ -115,6 +116,14 @@ def test_largest_face_no_face_whole_and_too_small_faces():
     tiny = [r for r in rows if r["error"]]
     assert tiny and all(r["error"].startswith("face too small to classify") for r in tiny)
     assert all(r["label"] is None and r["x"] is not None for r in tiny)
+    # Only faces too small: said, or (--no-face whole) the whole picture classified.
+    only = composite([], size=(1400, 900))
+    only.paste(face_photo(FACES[1], 60), (900, 500))
+    (said,) = big.classify([png_bytes(only)])
+    assert said["error"].startswith("face too small to classify") and said["label"] is None
+    (whole,) = big.classify([png_bytes(only)], no_face="whole")
+    assert whole["face"] is None and whole["label"] in ("happy", "sad") and not whole["error"]
+    assert (whole["width"], whole["height"]) == (1400, 900)
     with pytest.raises(ValueError, match="faces is one of"):
         classifier.classify([], faces="some")
 

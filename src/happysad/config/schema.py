@@ -227,6 +227,11 @@ class DataConfig:
     no_face: NoFace = NoFace.skip
     # Images declaring more pixels are skipped (decompression bombs).
     max_pixels: int = 40_000_000
+    # Prediction: a face whose box side is under this many pixels is too small to
+    # classify (said in its row; with --no-face whole a picture whose faces all are is
+    # classified whole); larger ones are scaled up to data.image_size. FER2013 faces
+    # shrunk to 6 pixels are classified at chance, to 8 above it (benchmarks/README.md).
+    min_face: int = 8
     class_weight: ClassWeight = ClassWeight.balanced
     # Splits are drawn with their own seed, so that changing the training seed
     # keeps the same test images.

@@ -135,6 +135,8 @@ def check_model_and_data(cfg: Any) -> dict[str, Any]:
             f"data.face_margin={data.face_margin} must lie in [0, 2] and "
             f"data.max_pixels={data.max_pixels} must allow at least one {data.image_size}x{data.image_size} image"
         )
+    if data.min_face < 1:
+        raise ConfigError(f"data.min_face={data.min_face} must be at least 1 pixel")
     if isinstance(data, FolderDataConfig) and data.happy_folder == data.sad_folder:
         raise ConfigError(f"data.happy_folder and data.sad_folder are both '{data.happy_folder}'")
     if not (

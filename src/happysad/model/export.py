@@ -1,7 +1,8 @@
 """A Keras model of happysad's to a LiteRT (`.tflite`) or ONNX (`.onnx`) file.
 
-LiteRT goes through TensorFlow's own converter from a SavedModel (`model.export`):
-its `concrete function` path leaves the variables unfrozen and fails to calibrate.
+LiteRT goes through TensorFlow's own converter from a SavedModel of the inference
+function (its `concrete function` path leaves the variables unfrozen and fails to
+calibrate; `model.export` keeps the augmentation's random ops, which LiteRT lacks).
 ONNX goes through tf2onnx on the same serving function. Both take float32 input of
 the model's shape (the uint8 pixel values, as the Keras model does) and give P(happy).
 `float16` stores the weights in half precision; `int8` quantizes weights and
@@ -57,10 +58,22 @@ def convert(
 
 
 def _litert(model: Any, quantize: str, calibration: np.ndarray | None) -> bytes:
+    import keras
     import tensorflow as tf
 
     with tempfile.TemporaryDirectory(prefix="happysad-export-") as folder:
-        model.export(folder, format="tf_saved_model", verbose=False)
+        # The inference graph only: `model.export` keeps the augmentation layers' random
+        # ops, which LiteRT has no kernels for.
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        archive.add_endpoint(
+            name="serve",
+            fn=lambda x: model(x, training=False),
+            input_signature=[
+                keras.InputSpec(shape=(None, *model.input_shape[1:]), dtype="float32")
+            ],
+        )
+        archive.write_out(folder, verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(folder)
         if quantize == "float16":
             converter.optimizations = [tf.lite.Optimize.DEFAULT]

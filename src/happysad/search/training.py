@@ -121,6 +121,7 @@ class Jobs:
                 "preprocessing": self.data.preprocessing.to_dict(),
                 "class_names": list(CLASS_NAMES),
                 "max_pixels": cfg.data.max_pixels,
+                "min_face": cfg.data.min_face,
             }
             job.model_metadata = model_metadata(cfg, self.data, trial_id)
         return job
