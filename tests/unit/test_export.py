@@ -64,3 +64,23 @@ def test_the_check_says_by_how_much():
     assert check.agreement == pytest.approx(0.95)
     with pytest.raises(ExportRefused, match=r"95\.00% of the 200 test decisions, 4\.50% short"):
         require(check)
+
+
+def test_an_onnx_export_of_a_strided_one_pixel_pooling_runs_as_keras_does():
+    """The residual shortcut's subsampling (a 1x1 pooling of stride 2, SAME padding) on
+    feature maps whose size the graph does not fix (as behind test_time_flip's mirror):
+    tf2onnx writes it in a form onnxruntime refuses unless it is fixed."""
+    import keras
+
+    from happysad.model.export import convert
+
+    inputs = keras.Input((None, None, 1), name="image")
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.AveragePooling2D(pool_size=1, strides=2, padding="same")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    model = keras.Model(inputs, keras.layers.Dense(1, activation="sigmoid")(x))
+    pixels = np.random.default_rng(0).integers(0, 255, (8, 6, 6, 1)).astype(np.uint8)
+    content = convert(model, "onnx", settings={"class_names": ["sad", "happy"]})
+    assert exported.read_settings(content, "onnx") == {"class_names": ["sad", "happy"]}
+    ours = exported.network(content, "onnx")(pixels)
+    assert np.allclose(ours, np.asarray(model(pixels.astype("float32"))), atol=1e-5)
