@@ -66,28 +66,32 @@ def test_rows(y: np.ndarray, prob: np.ndarray, class_names: tuple[str, str]) -> 
     return rows
 
 
-def architecture(model: Any) -> list[str]:
-    """One line per layer that computes: its kind and size."""
+# Layers that act only in training, or only prepare the input: not the architecture.
+PASSIVE = ("InputLayer", "Rescaling", "Dropout", "SpatialDropout2D", "Permute")
+
+
+def architecture(model: Any) -> str:
+    """The network's computing layers in order, one phrase each; a model wrapped for
+    test-time flip (a nested network) is described by that network."""
+    inner = [layer for layer in model.layers if getattr(layer, "layers", None)]
+    network = max(inner, key=lambda m: m.count_params()) if inner else model
     out = []
-    for layer in _layers(model):
+    for layer in network.layers:
         kind = type(layer).__name__
         config = layer.get_config()
+        if kind in PASSIVE or kind.startswith("Random"):
+            continue
         if "filters" in config:
             kernel = "x".join(str(k) for k in config.get("kernel_size", ()))
-            out.append(f"{kind} {config['filters']} filters {kernel}")
+            out.append(f"{kind} {config['filters']}x{kernel}")
         elif "units" in config:
-            out.append(f"{kind} {config['units']} units ({config.get('activation')})")
-        elif kind not in ("InputLayer",):
+            out.append(f"Dense {config['units']} ({config.get('activation')})")
+        else:
             out.append(kind)
-    return out
-
-
-def _layers(model: Any) -> list:
-    found = []
-    for layer in model.layers:
-        inner = getattr(layer, "layers", None)
-        found += _layers(layer) if inner else [layer]
-    return found
+    text = ", ".join(out)
+    if network is not model:
+        text += "; its answer is the mean of the network on the face and on its mirror image"
+    return text
 
 
 def _best_epoch_metric(store: Store, run: Any, key: str) -> float | None:
@@ -135,7 +139,7 @@ def build(
         "",
         "## The model",
         f"- A convolutional network with {model.count_params():,} parameters: "
-        + "; ".join(architecture(model))
+        + architecture(model)
         + ".",
         f"- Input: uint8 pixels, {size}x{size} {mode} (shape {tuple(model.input_shape)}), "
         "rescaled to 0-1 inside the model; output: P(happy), happy when >= 0.5.",
@@ -158,11 +162,15 @@ def build(
         counts = ", ".join(f"{summary.get(f'{split}_{c}', 0)} {c}" for c in classes)
         lines.append(f"- {split}: {summary.get(f'{split}_images', 0)} images ({counts}), {use}.")
     n_val = int(summary.get("val_images", 0))
+    val_happy, val_sad = int(summary.get("val_happy", 0)), int(summary.get("val_sad", 0))
     val_rows = []
     for key, label in (("val_accuracy", "accuracy"), ("val_auc", "AUC")):
         value = _best_epoch_metric(store, trial, key)
         if value is not None:
-            se = standard_error(value, n_val) if key == "val_accuracy" else float("nan")
+            if key == "val_accuracy":
+                se = standard_error(value, n_val)
+            else:
+                se = auc_standard_error(value, val_happy, val_sad)
             val_rows.append((label, value, se, n_val))
     lines += ["", "## Metrics", "", "Validation (the trial's best epoch):", "", *_table(val_rows)]
     lines += ["", "Test (the held-out split, at promotion):", ""]
