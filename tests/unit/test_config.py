@@ -126,6 +126,7 @@ def test_unused_spaces_are_not_searched():
         (["tuner.max_trials=0"], "at least 1"),
         (["seed=-1"], "seed=-1 must lie in [0, 4294967295)"),
         (["data.seed=4294967295"], "data.seed=4294967295 must lie"),
+        (["data.min_face=0"], "data.min_face=0 must be at least 1 pixel"),
     ],
 )
 def test_values_that_cannot_run_get_a_clear_error(overrides, message):
