@@ -16,6 +16,7 @@ RESUMES = PREFIX + "resumes"  # how many times a sweep was continued
 MODEL_URI = PREFIX + "model_uri"  # the trial's logged model
 FAILURE = PREFIX + "failure"  # why a trial failed or was stopped
 BUDGET = PREFIX + "budget"  # the time budget stopped this trial, or this sweep
+PRUNED = PREFIX + "pruned"  # pruning stopped this trial: the epoch, the rule, the figures
 SEED = PREFIX + "seed"
 DATA_SEED = PREFIX + "data_seed"
 DETERMINISTIC = PREFIX + "deterministic"
