@@ -30,7 +30,11 @@ from happysad.config.composition import (  # noqa: E402
     register_configs,
 )
 from happysad.config.schema import PromoteConfig  # noqa: E402
-from happysad.config.validation import check_model_name, check_sweep_name  # noqa: E402
+from happysad.config.validation import (  # noqa: E402
+    check_ensemble,
+    check_model_name,
+    check_sweep_name,
+)
 from happysad.data.dataset import load  # noqa: E402
 from happysad.errors import (  # noqa: E402
     ConfigError,
@@ -38,6 +42,7 @@ from happysad.errors import (  # noqa: E402
     HappysadError,
     StoreError,
 )
+from happysad.results import ensemble  # noqa: E402
 from happysad.results.evaluation import binary_metrics  # noqa: E402
 from happysad.serving.pyfunc import probabilities  # noqa: E402
 from happysad.tracking import (
@@ -84,11 +89,16 @@ def promote(cfg: PromoteConfig) -> Decision:
     check_sweep_name(cfg.sweep.name)
     check_model_name(cfg.promote.model_name, "promote.model_name")
     log.info(f"MLflow store: {without_credentials(resolve_tracking_uri(cfg.mlflow.tracking_uri))}")
+    if cfg.promote.ensemble is not None:
+        check_ensemble(cfg.promote)
     store = Store.existing(cfg.mlflow.tracking_uri)
     settings = cfg.promote
-    candidate, sweep_run = _candidate(store, cfg)
-    test = _test_split(store, sweep_run)
-    candidate.metrics = _evaluate(store, candidate.model_uri, test)
+    if settings.ensemble is not None:
+        candidate, test = _ensemble_candidate(store, cfg)
+    else:
+        candidate, sweep_run = _candidate(store, cfg)
+        test = _test_split(store, sweep_run)
+        candidate.metrics = _evaluate(store, candidate.model_uri, test)
     metric = settings.metric.value
     # Read the champion, decide and write as one step: a lock for a local store; a
     # tracking server takes none, so there the champion is checked again after the write.
@@ -189,8 +199,45 @@ def _contender(run) -> Contender:
     )
 
 
+def _ensemble_candidate(store, cfg: PromoteConfig) -> tuple[Contender, Any]:
+    """promote.ensemble=K: the candidate is an ensemble of the sweep's trials, chosen on
+    its validation split, evaluated once on its test split, logged unless a dry run."""
+    experiment_id = store.experiment_id(cfg.mlflow.experiment)
+    found = store.find_sweeps(experiment_id, cfg.sweep.name, limit=1)
+    if not found:
+        which = f"no sweep named '{cfg.sweep.name}'" if cfg.sweep.name else "no sweep yet"
+        raise StoreError(f"{which} in experiment '{cfg.mlflow.experiment}': run a sweep first")
+    sweep_run = found[0]
+    images, values = _images(store, sweep_run)
+    built = ensemble.choose(store, sweep_run, cfg.promote.ensemble, images)
+    metrics = binary_metrics(images.test.y, probabilities(built.model, images.test.x))
+    run_id, uri = "(not logged: dry run)", ""
+    if not cfg.promote.dry_run:
+        max_pixels = values["data"].get("max_pixels", 40_000_000)
+        run_id, uri = ensemble.record(store, sweep_run, built, images, max_pixels)
+    candidate = Contender(
+        run_id=run_id,
+        trial_id="ensemble",
+        sweep=sweep_run.info.run_name,
+        model_uri=uri,
+        data_digest=sweep_run.data.tags.get(names.DATA_DIGEST, images.digest),
+        metrics=metrics,
+    )
+    return candidate, images.test
+
+
 def _test_split(store, sweep_run):
     """The candidate sweep's test split, rebuilt from its recorded config."""
+    images, _ = _images(store, sweep_run)
+    if not len(images.test):
+        raise DataError(
+            f"sweep '{sweep_run.info.run_name}' has no test split (data.test_fraction=0)"
+        )
+    return images.test
+
+
+def _images(store, sweep_run):
+    """The candidate sweep's data, rebuilt from its recorded config; and that config."""
     text = store.read_text(sweep_run.info.run_id, "config/config.yaml")
     values = OmegaConf.to_container(OmegaConf.create(text), resolve=True)
     try:
@@ -205,11 +252,7 @@ def _test_split(store, sweep_run):
             f"the data of sweep '{sweep_run.info.run_name}' changed since it ran (digest {recorded}, now "
             f"{images.digest}): its test split cannot be rebuilt; promote from a sweep on the current data"
         )
-    if not len(images.test):
-        raise DataError(
-            f"sweep '{sweep_run.info.run_name}' has no test split (data.test_fraction=0)"
-        )
-    return images.test
+    return images, values
 
 
 def _evaluate(store, model_uri: str, test) -> dict[str, float]:

@@ -506,6 +506,9 @@ class PromoteSettings:
     margin: float = 0.0
     force: bool = False
     dry_run: bool = False
+    # K: the candidate is an ensemble of up to K of the sweep's finished trials, chosen
+    # by greedy selection with replacement on the validation split; null: one model.
+    ensemble: int | None = None
 
 
 @dataclass

@@ -37,6 +37,8 @@ SOURCE_RUN_ID = PREFIX + "source_run_id"
 TEST = PREFIX + "test_"  # + a metric's name: the version's test metric when registered
 
 ROLE_SWEEP, ROLE_TRIAL, ROLE_BACKBONE = "sweep", "trial", "backbone"
+ROLE_ENSEMBLE = "ensemble"  # promote.ensemble's model: a child run of its sweep's run
+ENSEMBLE_MEMBERS = PREFIX + "ensemble_members"  # JSON: each member's run id, trial, weight
 
 # A pretraining run's backbone, and a trial that started from one (its lineage).
 BACKBONE_URI = PREFIX + "backbone_uri"
