@@ -34,7 +34,7 @@ import keras
 import keras_tuner
 import numpy as np
 
-from happysad.config.schema import Config
+from happysad.config.schema import Config, Pruning
 from happysad.data.dataset import CLASS_NAMES, ImageData
 from happysad.model.hypermodel import FaceHyperModel, portable, with_test_time_flip
 from happysad.processes import die_with_parent, died
@@ -282,8 +282,9 @@ def run(job: TrialJob, report: EpochReport, isolate: bool) -> TrialOutcome:
                 break
             if message[0] == "epoch":
                 stop = bool(report(*message[1:]))
-                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                    receive.send(stop)
+                if _waits_for_verdicts(job):
+                    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                        receive.send(stop)
             elif message[0] == "done":
                 outcome = message[1]
             else:
@@ -346,10 +347,13 @@ def _child(job: TrialJob, conn) -> None:
 
         tf.config.experimental.enable_op_determinism()
 
+    waits = _waits_for_verdicts(job)
+
     def report(epoch: int, metrics: dict[str, float], seconds: float) -> bool:
         try:
             conn.send(("epoch", epoch, metrics, seconds))
-            return conn.recv()  # the sweep's answer: stop here (pruned) or go on
+            # With pruning, the sweep's answer: stop here (pruned) or go on.
+            return conn.recv() if waits else False
         except (BrokenPipeError, ConnectionResetError, EOFError):
             os._exit(1)  # the sweep is gone: nobody to train for
 
@@ -365,6 +369,12 @@ def _child(job: TrialJob, conn) -> None:
         conn.send(("failed", reason, traceback.format_exc()))
     finally:
         conn.close()
+
+
+def _waits_for_verdicts(job: TrialJob) -> bool:
+    """Whether the trial's process waits after each epoch for the sweep's verdict: only
+    with pruning, so that without it training never waits for the sweep's recording."""
+    return job.cfg.tuner.pruning is not Pruning.none
 
 
 def _peak_rss_mib() -> float:
