@@ -110,3 +110,11 @@ def test_a_continued_sweep_judges_against_the_histories_its_store_recorded(tmp_p
     pruned = pruner.judge([0.5, 0.6], epochs=10)
     assert pruned is not None and "median 0.7250 of 2 other trials" in pruned.text
     assert pruner.judge([0.5, 0.8], epochs=10) is None
+
+
+def test_a_sweep_may_be_continued_with_pruning_turned_on():
+    from happysad.search.resume import changes, fingerprint
+
+    before = fingerprint(typed_config([]), "d1")
+    after = fingerprint(typed_config(["tuner.pruning=asha", "tuner.pruning_warmup=3"]), "d1")
+    assert changes(before, after) == []
