@@ -124,7 +124,8 @@ class FinishedSweeps:
 @pytest.fixture(scope="session")
 def finished_sweeps(tmp_path_factory) -> FinishedSweeps:
     """Three sweeps in one store, run once for the whole session: `good`, a small network
-    that learns the synthetic faces in a few seconds (test AUC about 0.74), `bad`, the
+    that learns the synthetic faces in a few seconds (test AUC about 0.74) at two
+    learning rates, and at a third, 0, is pruned (median rule), `bad`, the
     same at learning rate 0, which cannot learn, and `tiny`, the newest: two trials of
     the tiny debug sweep. Promote, predict, serving, compare and the UI read them."""
     from happysad.sweep import run_sweep
@@ -148,8 +149,21 @@ def finished_sweeps(tmp_path_factory) -> FinishedSweeps:
     os.chdir(root)
     try:
         results = {
+            # Grid order: two learning rates that learn, then 0, which cannot and is
+            # pruned by the median rule after 4 of its 6 epochs.
             "good": run_sweep(
-                compose([*learns, "sweep.name=good", "optimizer.learning_rate.value=0.002"])
+                compose(
+                    [
+                        *learns,
+                        "sweep.name=good",
+                        "tuner=grid",
+                        "tuner.max_trials=3",
+                        "optimizer.learning_rate.value=null",
+                        "optimizer.learning_rate.choices=[0.002,0.0015,0.0]",
+                        "tuner.pruning=median",
+                        "tuner.pruning_warmup=4",
+                    ]
+                )
             ),
             "bad": run_sweep(
                 compose([*learns, "sweep.name=bad", "optimizer.learning_rate.value=0.0"])

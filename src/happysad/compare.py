@@ -13,7 +13,7 @@ from typing import Any
 
 from happysad.config.validation import check_sweep_name
 from happysad.errors import HappysadError, StoreError
-from happysad.tracking.names import DATA_DIGEST
+from happysad.tracking.names import DATA_DIGEST, PRUNED
 from happysad.tracking.store import (
     Store,
     add_store_option,
@@ -46,23 +46,41 @@ def top_trials(store, sweep_run, top: int) -> str:
         return f"sweep '{sweep_run.info.run_name}' has no finished trial"
     names = list(dict.fromkeys(k for t in trials for k in t.data.params))
     objective = sweep_run.data.params.get("tuner.objective", "objective")
-    header = ["rank", "trial", f"objective ({objective})", *TRIAL_METRICS[1:], *names]
+    header = ["rank", "trial", f"objective ({objective})", *TRIAL_METRICS[1:], "pruned", *names]
     rows = [header]
     for rank, t in enumerate(trials, start=1):
         metrics = [_value(t.data.metrics.get(m)) for m in TRIAL_METRICS]
         rows.append(
-            [str(rank), t.info.run_name, *metrics, *[t.data.params.get(n, "") for n in names]]
+            [
+                str(rank),
+                t.info.run_name,
+                *metrics,
+                pruned_at(t.data.tags.get(PRUNED)),
+                *[t.data.params.get(n, "") for n in names],
+            ]
         )
     done = sweep_run.data.metrics
+    pruned = int(done.get("trials_pruned", 0))
     summary = (
         f"sweep '{sweep_run.info.run_name}': {len(trials)} best of "
-        f"{int(done.get('trials_finished', len(trials)))} finished trials; test split of the best: "
+        f"{int(done.get('trials_finished', len(trials)))} finished trials"
+        + (f" ({pruned} of them pruned)" if pruned else "")
+        + "; test split of the best: "
         + (
             ", ".join(f"{m[5:]} {done[m]:.4f}" for m in TEST_METRICS if m in done)
             or "not evaluated"
         )
     )
     return summary + "\n" + table(rows)
+
+
+def pruned_at(tag: str | None) -> str:
+    """A pruned trial's tag, short: 'epoch 2 (median)'."""
+    if not tag:
+        return ""
+    head = tag.split(":", 1)[0]  # 'epoch 2, rule median'
+    epoch, _, rule = head.partition(", rule ")
+    return f"{epoch} ({rule.split()[0]})" if rule else head
 
 
 def side_by_side(store, sweep_runs: list) -> str:
@@ -73,6 +91,9 @@ def side_by_side(store, sweep_runs: list) -> str:
     rows.append(["objective", *[s.data.params.get("tuner.objective", "") for s in sweep_runs]])
     rows.append(["data digest", *[s.data.tags.get(DATA_DIGEST, "") for s in sweep_runs]])
     rows.append(["best trial", *[b.info.run_name if b else "(none)" for b in bests]])
+    rows.append(
+        ["trials pruned", *[_value(s.data.metrics.get("trials_pruned")) for s in sweep_runs]]
+    )
     for m in TRIAL_METRICS:
         rows.append([m, *[_value(b.data.metrics.get(m)) if b else "" for b in bests]])
     for m in TEST_METRICS:

@@ -32,14 +32,21 @@ from happysad.config.composition import (  # noqa: E402
     register_configs,
 )
 from happysad.config.schema import PromoteConfig  # noqa: E402
-from happysad.config.validation import check_model_name, check_sweep_name  # noqa: E402
+from happysad.config.validation import (  # noqa: E402
+    check_ensemble,
+    check_model_name,
+    check_sweep_name,
+)
 from happysad.errors import (  # noqa: E402
     ConfigError,
     HappysadError,
     StoreError,
 )
 from happysad.export import Prepared, exports_of, parse_spec, record  # noqa: E402
-from happysad.results import card  # noqa: E402
+from happysad.results import (
+    card,  # noqa: E402
+    ensemble,  # noqa: E402
+)
 from happysad.results.evaluation import binary_metrics  # noqa: E402
 from happysad.results.splits import sweep_images  # noqa: E402
 from happysad.serving.pyfunc import probabilities  # noqa: E402
@@ -88,11 +95,16 @@ def promote(cfg: PromoteConfig) -> Decision:
     check_model_name(cfg.promote.model_name, "promote.model_name")
     specs = [parse_spec(spec) for spec in cfg.promote.exports]
     log.info(f"MLflow store: {without_credentials(resolve_tracking_uri(cfg.mlflow.tracking_uri))}")
+    if cfg.promote.ensemble is not None:
+        check_ensemble(cfg.promote)
     store = Store.existing(cfg.mlflow.tracking_uri)
     settings = cfg.promote
-    candidate, sweep_run = _candidate(store, cfg)
-    test = _test_split(store, sweep_run)
-    candidate.metrics = _evaluate(store, candidate.model_uri, test)
+    if settings.ensemble is not None:
+        candidate, test = _ensemble_candidate(store, cfg)
+    else:
+        candidate, sweep_run = _candidate(store, cfg)
+        test = _test_split(store, sweep_run)
+        candidate.metrics = _evaluate(store, candidate.model_uri, test)
     # Checked before anything is registered: a refused export registers nothing.
     exports = [] if settings.dry_run else exports_of(store, candidate.model_uri, specs)
     metric = settings.metric.value
@@ -215,6 +227,35 @@ def _contender(run) -> Contender:
         model_uri=tags[names.MODEL_URI],
         data_digest=tags.get(names.DATA_DIGEST, "?"),
     )
+
+
+def _ensemble_candidate(store, cfg: PromoteConfig) -> tuple[Contender, Any]:
+    """promote.ensemble=K: the candidate is an ensemble of the sweep's trials, chosen on
+    its validation split, evaluated once on its test split, logged unless a dry run."""
+    experiment_id = store.experiment_id(cfg.mlflow.experiment)
+    found = store.find_sweeps(experiment_id, cfg.sweep.name, limit=1)
+    if not found:
+        which = f"no sweep named '{cfg.sweep.name}'" if cfg.sweep.name else "no sweep yet"
+        raise StoreError(f"{which} in experiment '{cfg.mlflow.experiment}': run a sweep first")
+    sweep_run = found[0]
+    images = sweep_images(store, sweep_run)
+    text = store.read_text(sweep_run.info.run_id, "config/config.yaml")
+    values = OmegaConf.to_container(OmegaConf.create(text), resolve=True)
+    built = ensemble.choose(store, sweep_run, cfg.promote.ensemble, images)
+    metrics = binary_metrics(images.test.y, probabilities(built.model, images.test.x))
+    run_id, uri = "(not logged: dry run)", ""
+    if not cfg.promote.dry_run:
+        max_pixels = values["data"].get("max_pixels", 40_000_000)
+        run_id, uri = ensemble.record(store, sweep_run, built, images, max_pixels)
+    candidate = Contender(
+        run_id=run_id,
+        trial_id="ensemble",
+        sweep=sweep_run.info.run_name,
+        model_uri=uri,
+        data_digest=sweep_run.data.tags.get(names.DATA_DIGEST, images.digest),
+        metrics=metrics,
+    )
+    return candidate, images.test
 
 
 def _test_split(store, sweep_run):

@@ -20,6 +20,7 @@ class TrialRecord:
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     reason: str | None = None  # why it failed
     model_uri: str | None = None
+    pruned: str | None = None  # a finished trial that pruning stopped: the epoch, rule, figures
 
     @property
     def scored(self) -> bool:

@@ -16,6 +16,12 @@ def test_compare_prints_the_top_trials_and_sweeps_side_by_side(
         "sweep 'tiny': 2 best of 2 finished trials; test split of the best: accuracy"
     )
     assert "trial-0" in latest and "trial-1" in latest and "model.depth" in latest
+    # The trial at learning rate 0 was pruned: counted and shown apart.
+    assert compare.main(["good"]) == 0
+    good = capsys.readouterr().out
+    assert good.startswith("sweep 'good': 3 best of 3 finished trials (1 of them pruned);")
+    (pruned,) = [line for line in good.splitlines() if "epoch 4 (median)" in line]
+    assert pruned.split()[:2] == ["3", "trial-2"]  # ranked last, as its score says
     assert compare.main(["good", "bad"]) == 0
     both = capsys.readouterr().out.splitlines()
     assert both[0].split() == ["good", "bad"]

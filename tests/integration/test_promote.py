@@ -303,3 +303,59 @@ def test_two_promotes_at_once_never_leave_the_worse_model_champion(store, monkey
     by_sweep = {v.tags["happysad.sweep"]: str(v.version) for v in versions}
     assert sorted(by_sweep) == ["bad", "good"] and len(versions) == 2
     assert _aliases(uri, "race")["champion"] == by_sweep["good"]
+
+
+def test_an_ensemble_of_the_best_trials_is_one_model_that_averages_exactly(store, tmp_path):
+    """promote.ensemble=K on `good` (three trials, one pruned): chosen on validation,
+    logged on a child run of the sweep's run, a plain Keras model (safe mode) whose
+    output is its members' weighted mean, served by the same python_function."""
+    import keras
+    import mlflow.artifacts
+    import numpy as np
+    import pandas as pd
+
+    from happysad.errors import ConfigError
+    from happysad.serving.pyfunc import probabilities
+    from happysad.tracking.store import Store
+
+    root, uri = store
+    made = _promote(store, "sweep.name=good", "promote.ensemble=3", "promote.model_name=ens")
+    assert made.promoted and made.registered and made.candidate.trial_id == "ensemble"
+    assert made.candidate.metrics["auc"] > 0.6
+    client = MlflowClient(uri)
+    run = client.get_run(made.candidate.run_id)
+    tags = run.data.tags
+    sweep = None
+    for s in client.search_runs([run.info.experiment_id], "tags.`happysad.role` = 'sweep'"):
+        if s.info.run_name == "good":
+            sweep = s
+    assert tags["happysad.role"] == "ensemble" and run.info.status == "FINISHED"
+    assert tags["mlflow.parentRunId"] == sweep.info.run_id
+    members = json.loads(tags["happysad.ensemble_members"])
+    assert 1 <= len(members) <= 3 and abs(sum(m["weight"] for m in members) - 1) < 1e-9
+    finished = {t.info.run_id: t for t in Store(uri).finished_trials(sweep)}
+    assert len(finished) == 3  # the ensemble's run is no trial of the sweep
+    assert all(m["run_id"] in finished for m in members)
+    # Exactly the weighted mean of its members, in a model Keras loads in safe mode.
+    s = Store(uri)
+    with s.scoped():
+        local = mlflow.artifacts.download_artifacts(tags["happysad.model_uri"], dst_path=tmp_path)
+    ensemble = keras.saving.load_model(Path(local) / "data" / "model.keras", safe_mode=True)
+    x = np.random.default_rng(0).integers(0, 256, (16, *ensemble.input_shape[1:]), dtype="uint8")
+    mean = sum(
+        m["weight"]
+        * probabilities(s.load_keras(finished[m["run_id"]].data.tags["happysad.model_uri"]), x)
+        for m in members
+    )
+    assert np.abs(probabilities(ensemble, x) - mean).max() < 1e-5
+    # The same images-in flavour serves it.
+    faces = _faces(tmp_path / "photos", 1)
+    rows = s.load_pyfunc(tags["happysad.model_uri"]).predict(
+        pd.DataFrame({"image": [faces[0].read_bytes()]})
+    )
+    assert rows.iloc[0]["label"] in ("happy", "sad")
+    # Bad input: one sentence, nothing recorded.
+    before = len(client.search_runs([run.info.experiment_id]))
+    with pytest.raises(ConfigError, match="promote.ensemble=0 must be at least 1"):
+        _promote(store, "sweep.name=good", "promote.ensemble=0")
+    assert len(client.search_runs([run.info.experiment_id])) == before

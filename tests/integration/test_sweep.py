@@ -223,3 +223,44 @@ def result_data_config(cfg):
     from happysad.config.composition import to_typed
 
     return to_typed(cfg).data
+
+
+def test_asha_prunes_a_trial_that_cannot_learn_in_the_sweeps_own_process(
+    tiny, store_uri, image_cache
+):
+    # Grid order: two learning rates that learn, then 0, which cannot: at the rung of
+    # epoch 4 it ranks last of three, and only the top third goes on. Trained in the
+    # sweep's process (the trial-process path is the finished sweeps' `good`, median).
+    result = run_sweep(
+        compose_config(
+            [
+                *tiny[2:],  # the store and the folders, not debug=tiny: this network learns
+                "experiment=seed_baseline",
+                "data.num_images=1200",
+                "model.depth.value=2",
+                "model.filters=[{value:32},{value:64}]",
+                "tuner.epochs=6",
+                "tuner=grid",
+                "tuner.max_trials=3",
+                "optimizer.learning_rate.value=null",
+                "optimizer.learning_rate.choices=[0.002,0.0015,0.0]",
+                "tuner.pruning=asha",
+                "tuner.pruning_warmup=4",
+                "sweep.isolate_trials=false",
+            ]
+        )
+    )
+    client, (parent,), children = _runs(store_uri)
+    runs = {c.info.run_name: c for c in children}
+    assert {c.info.status for c in children} == {"FINISHED"} and len(runs) == 3
+    assert runs["trial-2"].data.params["optimizer.learning_rate"] == "0.0"
+    tag = runs["trial-2"].data.tags["happysad.pruned"]
+    assert tag.startswith("epoch 4, rule asha (eta 3)") and "ranks 3 of 3 trials" in tag
+    assert not any("happysad.pruned" in runs[t].data.tags for t in ("trial-0", "trial-1"))
+    history = client.get_metric_history(runs["trial-2"].info.run_id, "val_accuracy")
+    assert len(history) == 4  # of its 6 epochs
+    # keras-tuner scored it with its best epoch so far; the report counts it apart.
+    (pruned,) = [r for r in result.results if r.pruned]
+    assert pruned.trial_id == "2" and pruned.score == max(m.value for m in history)
+    assert parent.data.metrics["trials_pruned"] == 1
+    assert result.best.trial_id != "2"

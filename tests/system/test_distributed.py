@@ -57,6 +57,44 @@ def _four_trials_by_two_workers(uri: str):
     return parent, children
 
 
+def test_two_local_workers_prune_a_trial_that_cannot_learn(tiny, store_uri):
+    """Grid order: two learning rates that learn, one on each worker, then 0, which
+    cannot; the worker that trains it judges it (median) against what the other
+    worker's trials recorded in the sweep's store."""
+    result = run_sweep(
+        compose_config(
+            [
+                *tiny[2:],  # the store and the folders, not debug=tiny: this network learns
+                "distributed=local",
+                "experiment=seed_baseline",
+                "data.num_images=1200",
+                "model.depth.value=2",
+                "model.filters=[{value:32},{value:64}]",
+                "tuner.epochs=6",
+                "tuner=grid",
+                "tuner.max_trials=3",
+                "optimizer.learning_rate.value=null",
+                "optimizer.learning_rate.choices=[0.002,0.0015,0.0]",
+                "tuner.pruning=median",
+                "tuner.pruning_warmup=4",
+                "sweep.name=prune",
+            ]
+        )
+    )
+    (parent,), children = _runs(store_uri)
+    runs = {c.info.run_name: c for c in children}
+    assert {c.info.status for c in children} == {"FINISHED"} and len(runs) == 3
+    assert {c.data.tags["happysad.worker"] for c in children} == {"tuner0", "tuner1"}
+    assert runs["trial-2"].data.params["optimizer.learning_rate"] == "0.0"
+    tag = runs["trial-2"].data.tags["happysad.pruned"]
+    assert tag.startswith("epoch 4, rule median") and "of 2 other trials" in tag
+    assert not any("happysad.pruned" in runs[t].data.tags for t in ("trial-0", "trial-1"))
+    history = MlflowClient(store_uri).get_metric_history(runs["trial-2"].info.run_id, "loss")
+    assert len(history) == 4
+    assert [r.trial_id for r in result.results if r.pruned] == ["2"]
+    assert parent.data.metrics["trials_pruned"] == 1
+
+
 def test_two_local_workers_record_every_trial_under_one_sweep(tiny, store_uri, tmp_path, caplog):
     """And through a restart of the sweep's tracking server: SIGKILL to its whole group
     (the mlflow command and its uvicorn) while both workers train; the chief starts it

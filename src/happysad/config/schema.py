@@ -69,6 +69,14 @@ class TunerName(Enum):
     grid = "grid"
 
 
+class Pruning(Enum):
+    """What stops a losing trial before its last epoch (search/pruning.py)."""
+
+    none = "none"  # every trial runs to its last epoch (or early stopping)
+    median = "median"  # worse than the median of the other trials at the same epoch
+    asha = "asha"  # asynchronous successive halving: only the top 1/eta pass each rung
+
+
 class Objective(Enum):
     """Metrics a sweep can optimise; they are the names Keras logs per epoch."""
 
@@ -360,6 +368,14 @@ class TunerConfig:
     # The trials' time (30m, 2h, 1h30m): no trial is started that cannot finish in what
     # is left, and the one running when it ends stops with its best epoch. null: none.
     time_budget: str | None = None
+    # Stop losing trials early, from the per-epoch histories the sweep records:
+    # none, median or asha (not with hyperband, which stops trials its own way).
+    pruning: Pruning = Pruning.none
+    # Epochs every trial trains before pruning may stop it (asha's first rung).
+    pruning_warmup: int = 2
+    # asha: rungs at pruning_warmup * pruning_eta**k epochs; a trial passes one only in
+    # the top 1/pruning_eta of the trials that reached it.
+    pruning_eta: int = 3
 
 
 @dataclass
@@ -498,6 +514,9 @@ class PromoteSettings:
     # Exported at promotion, each checked before the version is registered (see
     # happysad.export): litert, litert:float16, litert:int8, onnx.
     exports: list[str] = field(default_factory=list)
+    # K: the candidate is an ensemble of up to K of the sweep's finished trials, chosen
+    # by greedy selection with replacement on the validation split; null: one model.
+    ensemble: int | None = None
 
 
 @dataclass

@@ -18,6 +18,7 @@ from happysad.config.schema import (
     HyperbandTunerConfig,
     IntSpace,
     Padding,
+    Pruning,
     Sampling,
     SyntheticDataConfig,
     describe,
@@ -45,7 +46,39 @@ def validate(cfg: Config) -> None:
     _check_distributed(cfg)
     if isinstance(tuner, HyperbandTunerConfig) and tuner.factor < 2:
         raise ConfigError(f"tuner.factor={tuner.factor} must be at least 2 for hyperband")
+    _check_pruning(tuner)
     check_sweep_name(cfg.sweep.name)
+
+
+def _check_pruning(tuner: Any) -> None:
+    if tuner.pruning is Pruning.none:
+        return
+    if isinstance(tuner, HyperbandTunerConfig):
+        raise ConfigError(
+            f"tuner.pruning={tuner.pruning.value} cannot be combined with tuner=hyperband, which "
+            "stops trials its own way: use tuner.pruning=none, or another tuner"
+        )
+    if tuner.pruning_warmup < 1:
+        raise ConfigError(f"tuner.pruning_warmup={tuner.pruning_warmup} must be at least 1 epoch")
+    if tuner.pruning is Pruning.asha and tuner.pruning_eta < 2:
+        raise ConfigError(
+            f"tuner.pruning_eta={tuner.pruning_eta} must be at least 2 for tuner.pruning=asha "
+            "(a trial passes a rung only in the top 1/eta of the trials there)"
+        )
+
+
+def check_ensemble(promote: Any) -> None:
+    """promote.ensemble=K: at least one member, and not beside an explicit trial."""
+    if promote.ensemble < 1:
+        raise ConfigError(
+            f"promote.ensemble={promote.ensemble} must be at least 1 (the most trials the "
+            "ensemble may hold), or null to promote one model"
+        )
+    if promote.run_id:
+        raise ConfigError(
+            "promote.ensemble chooses trials of a sweep, so it cannot be given with "
+            f"promote.run_id={promote.run_id}: drop one of the two"
+        )
 
 
 def _check_distributed(cfg: Config) -> None:

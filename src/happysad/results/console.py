@@ -55,6 +55,9 @@ class Console:
         of = f"/{epochs}" if epochs else ""
         log.info(f"  epoch {epoch + 1}{of}  {shown}  ({seconds:.1f} s)")
 
+    def pruned(self, why: str) -> None:
+        log.info(f"  pruned: {why}")
+
     def trial_end(
         self,
         trial_id: str,
@@ -62,10 +65,13 @@ class Console:
         score: float | None,
         reason: str | None,
         best: tuple[str, float] | None,
+        pruned: int | None = None,  # the epoch pruning stopped it after
     ) -> None:
         self.durations.append(seconds)
         if reason is None:
             outcome = f"{self.objective} {score:.4f}"
+            if pruned is not None:
+                outcome += f" (pruned after epoch {pruned})"
         else:
             outcome = f"FAILED: {reason}"
         best_text = f"best {best[1]:.4f} (trial-{best[0]})" if best else "no finished trial yet"
@@ -120,7 +126,7 @@ def sweep_summary(result: Any, cfg: Any, seconds: float) -> None:
     log.info(
         f"sweep '{result.name}' done in {duration(seconds)}: {len(result.results)} "
         f"trial{'' if len(result.results) == 1 else 's'}, "
-        f"{finished} finished, {len(result.failed)} failed"
+        f"{finished} finished{_pruned(result.results)}, {len(result.failed)} failed"
     )
     if result.budget_ended:
         log.info(result.budget_ended)
@@ -152,6 +158,11 @@ def sweep_summary(result: Any, cfg: Any, seconds: float) -> None:
     width = max(len(command) for command, _ in steps)
     for command, what in steps:
         log.info(f"  {run}{command:<{width}}  # {what}")
+
+
+def _pruned(results: list) -> str:
+    pruned = sum(getattr(r, "pruned", None) is not None for r in results)
+    return f" ({pruned} of them pruned)" if pruned else ""
 
 
 def beside_python(program: str) -> str:

@@ -52,6 +52,7 @@ def build(
     out.metrics = {
         "trials_finished": float(len(finished)),
         "trials_failed": float(len(results) - len(finished)),
+        "trials_pruned": float(sum(r.pruned is not None for r in finished)),
     }
     values = [
         {k: _number(v) for k, v in r.hyperparameters.items() if not k.startswith("tuner/")}
@@ -177,7 +178,9 @@ def trials_csv(results: list[TrialRecord]) -> str:
     names = list(dict.fromkeys(k for r in results for k in r.hyperparameters))
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["trial_id", "status", "score", "seconds", "run_id", *names, "reason"])
+    writer.writerow(
+        ["trial_id", "status", "score", "seconds", "run_id", *names, "reason", "pruned"]
+    )
     for r in results:
         writer.writerow(
             [
@@ -188,6 +191,7 @@ def trials_csv(results: list[TrialRecord]) -> str:
                 r.run_id or "",
                 *[r.hyperparameters.get(n, "") for n in names],
                 r.reason or "",
+                r.pruned or "",
             ]
         )
     return buffer.getvalue()
@@ -219,6 +223,7 @@ def _page(
         (r for r in results if r.score is not None), key=lambda r: r.score, reverse=maximize
     )
     failed = [r for r in results if r.score is None]
+    pruned = sum(r.pruned is not None for r in finished)
     names = list(dict.fromkeys(k for r in results for k in r.hyperparameters))
     head = "".join(
         f"<th>{e(n)}</th>" for n in ["rank", "trial", objective, "seconds", *names, "status"]
@@ -235,6 +240,8 @@ def _page(
         ]
         cells += [_fmt(r.hyperparameters.get(n, "")) for n in names]
         status = r.status if not r.reason else f"{r.status}: {r.reason}"
+        if r.pruned:
+            status = f"{r.status}, pruned: {r.pruned}"
         tds = "".join(f"<td>{e(c)}</td>" for c in cells) + f'<td class="text">{e(status)}</td>'
         rows.append(f'<tr class="{cls}">{tds}</tr>')
     best_line = (
@@ -256,11 +263,11 @@ def _page(
     }</style></head>
 <body>
 <h1>Sweep {e(name)}</h1>
-<p class="meta">{e(tuner)} search of {len(results)} trials ({len(finished)} finished, {
-        len(failed)
-    } failed){" &middot; " + e(stopped) if stopped else ""} &middot; objective {e(objective)} ({
-        "higher" if maximize else "lower"
-    }
+<p class="meta">{e(tuner)} search of {len(results)} trials ({len(finished)} finished{
+        f" of which {pruned} pruned" if pruned else ""
+    }, {len(failed)} failed){" &middot; " + e(stopped) if stopped else ""} &middot; objective {
+        e(objective)
+    } ({"higher" if maximize else "lower"}
 is better) &middot; data {e(str(data.get("path", "?")))}, digest {
         e(str(data.get("digest", "?")))
     }: {e(split)}

@@ -37,7 +37,8 @@ class SweepState:
 def fingerprint(cfg: Config, data_digest: str) -> dict[str, dict[str, str]]:
     """What must stay the same for the trials of one sweep to be comparable. The
     budgets (tuner.max_trials, tuner.time_budget) may change: raising one is how a
-    sweep is extended."""
+    sweep is extended; so may pruning, which stops trials but scores them alike (a
+    continued sweep may start pruning, against the trials recorded before)."""
     space = search_space.summary(cfg)
     space["model.padding"] = cfg.model.padding.value
     space["augmentation.flip"] = str(cfg.augmentation.flip)
@@ -45,7 +46,7 @@ def fingerprint(cfg: Config, data_digest: str) -> dict[str, dict[str, str]]:
     tuner = {
         f"tuner.{k}": _text(v)
         for k, v in asdict(cfg.tuner).items()
-        if k not in ("max_trials", "time_budget")
+        if k not in ("max_trials", "time_budget", "pruning", "pruning_warmup", "pruning_eta")
     }
     tuner["seed"] = str(cfg.seed)
     return {"search space": space, "data": {"data digest": data_digest}, "tuner": tuner}

@@ -17,6 +17,7 @@ The same `train` runs in the sweep's process with `sweep.isolate_trials=false`
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import multiprocessing
 import os
@@ -33,7 +34,7 @@ import keras
 import keras_tuner
 import numpy as np
 
-from happysad.config.schema import Config
+from happysad.config.schema import Config, Pruning
 from happysad.data.dataset import CLASS_NAMES, ImageData
 from happysad.model.hypermodel import FaceHyperModel, portable, with_test_time_flip
 from happysad.processes import die_with_parent, died
@@ -43,8 +44,9 @@ from happysad.serving.pyfunc import probabilities
 from happysad.tracking.models import log_model
 from happysad.tracking.store import Store
 
-# What a trial's child process reports after each epoch: epoch, logs, seconds.
-EpochReport = Callable[[int, dict[str, float], float], None]
+# What a trial's child process reports after each epoch: epoch, logs, seconds; the
+# answer is true when the trial is to stop there (pruning).
+EpochReport = Callable[[int, dict[str, float], float], bool | None]
 LOG_TAIL = 40  # lines of a dead trial process's error output kept with its failure
 
 
@@ -205,7 +207,8 @@ class _Reporter(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         metrics = {name: float(v) for name, v in (logs or {}).items()}
-        self._report(epoch, metrics, time.monotonic() - self._started)
+        if self._report(epoch, metrics, time.monotonic() - self._started):
+            self.model.stop_training = True  # pruned: early stopping puts back its best epoch
 
 
 def train(job: TrialJob, report: EpochReport, fresh_process: bool = False) -> TrialOutcome:
@@ -259,7 +262,7 @@ def run(job: TrialJob, report: EpochReport, isolate: bool) -> TrialOutcome:
     if not isolate:
         return train(job, report)
     context = _context()
-    receive, send = context.Pipe(duplex=False)
+    receive, send = context.Pipe()  # duplex: each epoch is answered, go on or stop
     process = context.Process(target=_child, args=(job, send), name="happysad-trial", daemon=True)
     try:
         process.start()
@@ -279,7 +282,10 @@ def run(job: TrialJob, report: EpochReport, isolate: bool) -> TrialOutcome:
             except EOFError:  # the process ended: its last message came before
                 break
             if message[0] == "epoch":
-                report(*message[1:])
+                stop = bool(report(*message[1:]))
+                if _waits_for_verdicts(job):
+                    with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                        receive.send(stop)
             elif message[0] == "done":
                 outcome = message[1]
             else:
@@ -342,10 +348,14 @@ def _child(job: TrialJob, conn) -> None:
 
         tf.config.experimental.enable_op_determinism()
 
-    def report(epoch: int, metrics: dict[str, float], seconds: float) -> None:
+    waits = _waits_for_verdicts(job)
+
+    def report(epoch: int, metrics: dict[str, float], seconds: float) -> bool:
         try:
             conn.send(("epoch", epoch, metrics, seconds))
-        except (BrokenPipeError, ConnectionResetError):
+            # With pruning, the sweep's answer: stop here (pruned) or go on.
+            return conn.recv() if waits else False
+        except (BrokenPipeError, ConnectionResetError, EOFError):
             os._exit(1)  # the sweep is gone: nobody to train for
 
     try:
@@ -360,6 +370,12 @@ def _child(job: TrialJob, conn) -> None:
         conn.send(("failed", reason, traceback.format_exc()))
     finally:
         conn.close()
+
+
+def _waits_for_verdicts(job: TrialJob) -> bool:
+    """Whether the trial's process waits after each epoch for the sweep's verdict: only
+    with pruning, so that without it training never waits for the sweep's recording."""
+    return job.cfg.tuner.pruning is not Pruning.none
 
 
 def _peak_rss_mib() -> float:

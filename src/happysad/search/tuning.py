@@ -29,6 +29,7 @@ from happysad.results import plots, report
 from happysad.results.console import Console
 from happysad.search import kt_internals, training
 from happysad.search.budget import Budget
+from happysad.search.pruning import Pruned, Pruner
 from happysad.tracking import names
 from happysad.tracking.names import FAILED, FINISHED
 from happysad.tracking.runs import SweepRun
@@ -202,6 +203,7 @@ class TrackedTunerMixin:
         self.data = jobs.data
         self.console: Console | None = None
         self.results: list[TrialRecord] = list(previous)
+        self.pruner = Pruner(cfg, sweep)
         self._model = None
 
     def on_search_begin(self):
@@ -225,6 +227,7 @@ class TrackedTunerMixin:
         self._epochs: list[int] = []
         self._outcome: training.TrialOutcome | None = None
         self._failure: tuple[str, str | None] | None = None  # reason, details
+        self._pruned: Pruned | None = None
         values = active_values(trial.hyperparameters)
         self.console.trial_begin(trial.trial_id, values)
         tags = {
@@ -279,12 +282,18 @@ class TrackedTunerMixin:
             return contextlib.nullcontext()
         return heartbeat(self.oracle, trial_id)
 
-    def _epoch_done(self, epoch: int, metrics: dict[str, float], seconds: float) -> None:
+    def _epoch_done(self, epoch: int, metrics: dict[str, float], seconds: float) -> bool:
+        """Record an epoch; true when pruning stops the trial after it."""
         for name, v in metrics.items():
             self._history[name].append(v)
         self._epochs.append(epoch)
         self.sweep.log_epoch({**metrics, "epoch_time": seconds}, epoch)
         self.console.epoch(epoch, self._planned_epochs, metrics, seconds)
+        own = self._history.get(self.cfg.tuner.objective.value, [])
+        self._pruned = self.pruner.judge(own, self._planned_epochs or self.cfg.tuner.epochs)
+        if self._pruned is not None:
+            self.console.pruned(self._pruned.text)
+        return self._pruned is not None
 
     def on_trial_end(self, trial):
         try:
@@ -310,6 +319,9 @@ class TrackedTunerMixin:
                 self._log_finished(trial, outcome)
                 result.model_uri = outcome.model_uri
                 result.score = float(trial.score)
+                if self._pruned is not None:
+                    result.pruned = self._pruned.text
+                    self.sweep.tag_trial({names.PRUNED: self._pruned.text})
                 if outcome.stopped_by_budget:
                     epochs = len(outcome.epochs)
                     self.sweep.tag_trial(
@@ -328,7 +340,12 @@ class TrackedTunerMixin:
         result.seconds = time.monotonic() - self._trial_started
         self.results.append(result)
         self.console.trial_end(
-            trial.trial_id, result.seconds, result.score, result.reason, self._best()
+            trial.trial_id,
+            result.seconds,
+            result.score,
+            result.reason,
+            self._best(),
+            pruned=self._pruned.epoch if self._pruned and not result.reason else None,
         )
         self._check_budget()
         gc.collect()

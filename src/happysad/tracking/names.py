@@ -16,6 +16,7 @@ RESUMES = PREFIX + "resumes"  # how many times a sweep was continued
 MODEL_URI = PREFIX + "model_uri"  # the trial's logged model
 FAILURE = PREFIX + "failure"  # why a trial failed or was stopped
 BUDGET = PREFIX + "budget"  # the time budget stopped this trial, or this sweep
+PRUNED = PREFIX + "pruned"  # pruning stopped this trial: the epoch, the rule, the figures
 SEED = PREFIX + "seed"
 DATA_SEED = PREFIX + "data_seed"
 DETERMINISTIC = PREFIX + "deterministic"
@@ -36,6 +37,8 @@ SOURCE_RUN_ID = PREFIX + "source_run_id"
 TEST = PREFIX + "test_"  # + a metric's name: the version's test metric when registered
 
 ROLE_SWEEP, ROLE_TRIAL, ROLE_BACKBONE = "sweep", "trial", "backbone"
+ROLE_ENSEMBLE = "ensemble"  # promote.ensemble's model: a child run of its sweep's run
+ENSEMBLE_MEMBERS = PREFIX + "ensemble_members"  # JSON: each member's run id, trial, weight
 
 # A pretraining run's backbone, and a trial that started from one (its lineage).
 BACKBONE_URI = PREFIX + "backbone_uri"

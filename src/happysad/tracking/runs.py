@@ -75,6 +75,7 @@ class SweepRun:
         self.startup_log = startup_log
         self.run_id: str | None = None
         self.trial_run_id: str | None = None
+        self._finished_histories: dict[tuple[str, str], list[float]] = {}
         self._env_tags = environment_tags()
 
     @property
@@ -190,8 +191,34 @@ class SweepRun:
                     hyperparameters=dict(run.data.params),
                     reason=tags.get(names.FAILURE),
                     model_uri=tags.get(names.MODEL_URI),
+                    pruned=tags.get(names.PRUNED) if finished else None,
                 )
             )
+        return out
+
+    def trial_histories(self, metric: str) -> dict[str, list[float]]:
+        """`metric` per epoch of this sweep's other trials (FINISHED, or RUNNING on a
+        worker), by run id, as recorded so far: what pruning compares a trial with. A
+        finished trial's history is read once."""
+        runs = [
+            r
+            for r in self.store.children(self.run_id, self.experiment_id)
+            if r.info.status in (names.FINISHED, names.RUNNING)
+        ]
+        cache = self._finished_histories
+        out = {}
+        for run in runs:
+            run_id = run.info.run_id
+            if run_id == self.trial_run_id or run.data.tags.get(names.ROLE) != names.ROLE_TRIAL:
+                continue
+            if (run_id, metric) not in cache:
+                by_step = {m.step: m.value for m in self.client.get_metric_history(run_id, metric)}
+                history = [by_step[step] for step in sorted(by_step)]
+                if run.info.status != names.FINISHED:
+                    out[run_id] = history
+                    continue
+                cache[run_id, metric] = history
+            out[run_id] = cache[run_id, metric]
         return out
 
     def finish(self, *, status: str, outcome: Any) -> None:

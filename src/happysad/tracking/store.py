@@ -346,7 +346,10 @@ class Store:
 
     def children(self, parent_run_id: str, experiment_id: str, where: str = "") -> list:
         """The trial runs of a sweep, oldest first; `where` adds to the filter."""
-        condition = f"tags.{names.PARENT_RUN_ID} = '{parent_run_id}'"
+        condition = (
+            f"tags.{names.PARENT_RUN_ID} = '{parent_run_id}' "
+            f"and tags.`{names.ROLE}` = '{names.ROLE_TRIAL}'"
+        )
         return self.client.search_runs(
             [experiment_id],
             filter_string=condition + (f" and {where}" if where else ""),
@@ -361,6 +364,7 @@ class Store:
         return self.client.search_runs(
             [sweep_run.info.experiment_id],
             filter_string=f"tags.{names.PARENT_RUN_ID} = '{sweep_run.info.run_id}' "
+            f"and tags.`{names.ROLE}` = '{names.ROLE_TRIAL}' "
             f"and attributes.status = '{names.FINISHED}'",
             order_by=[f"metrics.objective {order}"],
             max_results=limit,
