@@ -43,10 +43,7 @@ from happysad.errors import (  # noqa: E402
     StoreError,
 )
 from happysad.export import Prepared, exports_of, parse_spec, record  # noqa: E402
-from happysad.results import (
-    card,  # noqa: E402
-    ensemble,  # noqa: E402
-)
+from happysad.results import card  # noqa: E402
 from happysad.results.evaluation import binary_metrics  # noqa: E402
 from happysad.results.splits import sweep_images  # noqa: E402
 from happysad.serving.pyfunc import probabilities  # noqa: E402
@@ -238,6 +235,8 @@ def _ensemble_candidate(store, cfg: PromoteConfig) -> tuple[Contender, Any]:
         which = f"no sweep named '{cfg.sweep.name}'" if cfg.sweep.name else "no sweep yet"
         raise StoreError(f"{which} in experiment '{cfg.mlflow.experiment}': run a sweep first")
     sweep_run = found[0]
+    from happysad.results import ensemble  # heavy (mlflow.keras): only for an ensemble
+
     images = sweep_images(store, sweep_run)
     text = store.read_text(sweep_run.info.run_id, "config/config.yaml")
     values = OmegaConf.to_container(OmegaConf.create(text), resolve=True)
