@@ -215,3 +215,11 @@ def test_only_the_tracking_folder_talks_to_mlflow():
                 f"{name}:{node.lineno} imports {n}" for n in names if n.split(".")[0] == "mlflow"
             ]
     assert not outside, "\n".join(outside)
+
+
+def test_test_files_have_unique_names_across_tiers():
+    """The tiers' folders are not packages: pytest imports each test file under its
+    bare name, so two files of one name in two tiers fail the whole suite's collection."""
+    tests = Path(__file__).resolve().parents[1]
+    names = [p.name for p in tests.rglob("test_*.py")]
+    assert sorted({n for n in names if names.count(n) > 1}) == []
